@@ -1,0 +1,55 @@
+# Acceleration Lab: build, release, grade and render the course. `make` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+ASSIGNMENT ?= acceleration
+# nbgrader and nbclient must start the kernel from this venv, not one found elsewhere.
+export JUPYTER_PREFER_ENV_PATH := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv source release autograde feedback html demo test selftest bench clean
+
+help:  ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (Acceleration Lab)" >/dev/null
+	touch $@
+
+venv: $(STAMP)  ## create .venv with the pinned requirements (every target does this when needed)
+
+source: $(STAMP)  ## modules/*.py -> source/<assignment>/*.ipynb, refusing broken nbgrader metadata
+	$(PY) -m autograder.build source
+
+release: source  ## source/ -> release/ with nbgrader generate_assignment, checked for leaks
+	$(PY) -m autograder.build release --assignment $(ASSIGNMENT)
+
+autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ and write grades.csv
+	$(PY) -m autograder.grade --assignment $(ASSIGNMENT)
+
+feedback: $(STAMP)  ## per-student feedback HTML under feedback/, hidden tests removed
+	$(PY) -m autograder.feedback --assignment $(ASSIGNMENT)
+
+html: release  ## reference notebooks executed and student notebooks rendered under site/
+	$(PY) -m autograder.site --assignment $(ASSIGNMENT)
+
+demo: release  ## the main job: grade three sample submissions under demo/ and print their scores
+	$(PY) -m autograder.demo --assignment $(ASSIGNMENT)
+
+test: $(STAMP)  ## the test suite (what CI runs)
+	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not slow"
+
+selftest: $(STAMP)  ## reference full marks, release zero, every mutant caught
+	$(PY) -m autograder.selftest
+
+bench: $(STAMP)  ## slow checks: full-size notebook runs against the 60 s budget
+	$(PY) -m pytest tests -m slow
+
+clean:  ## remove what make built (never submitted/, autograded/, feedback/, gradebook.db, grades.csv)
+	rm -rf source release site demo .pytest_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

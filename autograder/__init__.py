@@ -1,0 +1,1 @@
+"""Acceleration Lab's instructor tooling: build, validate, grade, report."""

@@ -1,0 +1,74 @@
+"""Plot helpers shared by every Acceleration Lab notebook.
+
+Each helper returns ``(fig, ax)``, labels its axes with units and never calls ``plt.show()``.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def plot_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
+               title: str | None = None, logx: bool = True, logy: bool = True):
+    """One marked line per entry of ``series``, all against ``x``; log axes by default."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, ys in series.items():
+        ax.plot(x, ys, marker="o", label=label)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_bars(labels: Sequence[str], values: Sequence[float], ylabel: str, title: str | None = None,
+              reference: tuple[float, str] | None = None):
+    """A bar per label; ``reference=(value, label)`` draws a dashed horizontal line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.bar(list(labels), list(values), color="tab:blue")
+    if reference is not None:
+        value, label = reference
+        ax.axhline(value, color="tab:red", linestyle="--", label=label)
+        ax.legend()
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
+                  kernels: Mapping[str, tuple[float, float]], title: str | None = None):
+    """Log-log roofline: min(peak, AI x bandwidth), and a point per kernel.
+
+    ``kernels`` maps a name to ``(arithmetic intensity in FLOP/byte, achieved GFLOP/s)``.
+    """
+    intensities = [ai for ai, _ in kernels.values()]
+    ridge = peak_gflops / bandwidth_gbs
+    lo = min(intensities + [ridge]) / 4
+    hi = max(intensities + [ridge]) * 4
+    ai = np.logspace(np.log10(lo), np.log10(hi), 200)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.plot(ai, np.minimum(peak_gflops, ai * bandwidth_gbs), color="black",
+            label=f"roof: {bandwidth_gbs:.1f} GB/s, {peak_gflops:.0f} GFLOP/s")
+    ax.axvline(ridge, color="gray", linestyle=":", label=f"ridge point {ridge:.1f} FLOP/byte")
+    for name, (x, y) in kernels.items():
+        ax.plot([x], [y], marker="o", linestyle="none", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("performance (GFLOP/s)")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig, ax

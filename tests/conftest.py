@@ -1,0 +1,78 @@
+"""Shared fixtures: a small throwaway course for fast pipeline tests, and the built real one."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autograder.build import REPO, build_source
+
+HEADER = """\
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+"""
+
+SOLUTION = ('# %% nbgrader={"grade": false, "grade_id": "double", "locked": false, '
+            '"schema_version": 3, "solution": true}')
+GRADE = ('# %% nbgrader={"grade": true, "grade_id": "t01_double_values", "locked": true, '
+         '"points": 2, "schema_version": 3, "solution": false}')
+ANSWER = ('# %% [markdown] nbgrader={"grade": true, "grade_id": "q01_why", "locked": false, '
+          '"points": 1, "schema_version": 3, "solution": true}')
+
+TOY_CELLS = {
+    "imports": "# %%\nimport numpy as np\nimport benchmarking",
+    "solution": SOLUTION + textwrap.dedent('''
+        def double(x):
+            """2 * x."""
+            ### BEGIN SOLUTION
+            doubled_value_of_the_input = 2 * x
+            return doubled_value_of_the_input
+            ### END SOLUTION'''),
+    "grade": GRADE + textwrap.dedent('''
+        """double doubles"""
+        assert double(2) == 4, "double(2) should be 4"
+        ### BEGIN HIDDEN TESTS
+        assert double(-3) == -6, "double is wrong for a negative input"
+        ### END HIDDEN TESTS'''),
+    "answer": ANSWER + "\n# Because the model answer says so.",
+}
+
+
+def toy_module(**replace: str) -> str:
+    """The text of a one-task notebook; keyword arguments replace cells by name."""
+    cells = dict(TOY_CELLS, **replace)
+    return HEADER + "\n" + "\n\n".join(c for c in cells.values() if c) + "\n"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: full-size benchmarks and budgets (make bench)")
+
+
+@pytest.fixture
+def toy_course(tmp_path: Path) -> Path:
+    """A course root with modules/acceleration/01_toy.py and the real helper files."""
+    assignment = tmp_path / "modules" / "acceleration"
+    assignment.mkdir(parents=True)
+    for helper in ("benchmarking.py", "plotting.py"):
+        shutil.copy(REPO / "modules" / "acceleration" / helper, assignment / helper)
+    (assignment / "01_toy.py").write_text(toy_module())
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def built_source(tmp_path_factory) -> Path:
+    """``source/`` built from this repo's modules into a temporary folder."""
+    target = tmp_path_factory.mktemp("built") / "source"
+    build_source(REPO / "modules", target)
+    return target
