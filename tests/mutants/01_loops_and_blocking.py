@@ -1,0 +1,95 @@
+"""Known-wrong variants of notebook 01's solutions; each must lose points in the selftest."""
+from autograder.mutation import Mutant
+
+MUTANTS = [
+    # Task 1: matmul_naive
+    Mutant(name="naive_calls_blas", cell="matmul_naive",
+           find="total += a[i, p] * b[p, j]", replace="total = a[i, :] @ b[:, j]",
+           why="BLAS inside the naive loop: a row-column dot product instead of scalar multiply-adds"),
+    Mutant(name="naive_transposed_result", cell="matmul_naive",
+           find="return c", replace="return c.T",
+           why="returns C transposed (shape (N, M), or wrong values when square)"),
+    Mutant(name="naive_float64_result", cell="matmul_naive",
+           find="dtype=np.result_type(a, b)", replace="dtype=np.float64",
+           why="result dtype fixed to float64 instead of following the inputs"),
+    Mutant(name="naive_float32_result", cell="matmul_naive",
+           find="dtype=np.result_type(a, b)", replace="dtype=np.float32",
+           why="result dtype fixed to float32, as the source course did"),
+    Mutant(name="naive_no_inner_dim_check", cell="matmul_naive",
+           find=" or a.shape[1] != b.shape[0]", replace="",
+           why="no ValueError when the inner dimensions differ"),
+    Mutant(name="naive_no_2d_check", cell="matmul_naive",
+           find="a.ndim != 2 or b.ndim != 2 or ", replace="",
+           why="1-D or 3-D inputs fail with IndexError instead of a ValueError naming the shapes"),
+    Mutant(name="naive_skips_last_column", cell="matmul_naive",
+           find="for j in range(n):", replace="for j in range(n - 1):",
+           why="off-by-one loop bound leaves the last column of C at zero"),
+    Mutant(name="naive_hoists_row_read", cell="matmul_naive",
+           find="""        for j in range(n):
+            total = 0
+            for p in range(k):
+                total += a[i, p] * b[p, j]
+            c[i, j] = total""",
+           replace="""        row = a[i, :].tolist()
+        for j in range(n):
+            total = 0
+            for p in range(k):
+                total += row[p] * b[p, j]
+            c[i, j] = total""",
+           why="copies each row of A to a list, so a[i, p] is no longer read per multiply-add"),
+    # Task 2: matmul_blocked
+    Mutant(name="blocked_ignores_block_size", cell="matmul_blocked",
+           find="m, k = a.shape", replace="block_size = 64\n    m, k = a.shape",
+           why="tile size fixed at 64 whatever block_size says"),
+    Mutant(name="blocked_off_by_one_tile_edge", cell="matmul_blocked",
+           find="i1 = min(i0 + block_size, m)", replace="i1 = min(i0 + block_size - 1, m)",
+           why="tile edge one short: the last row of every row tile is never computed"),
+    Mutant(name="blocked_tile_overlaps_edge", cell="matmul_blocked",
+           find="p1 = min(p0 + block_size, k)", replace="p1 = min(p0 + block_size + 1, k)",
+           why="tile edge one long: neighbouring K tiles overlap and count a term twice"),
+    Mutant(name="blocked_drops_ragged_edge", cell="matmul_blocked",
+           find="for j0 in range(0, n, block_size):", replace="for j0 in range(0, n - block_size + 1, block_size):",
+           why="only whole tiles: columns past the last multiple of block_size stay zero"),
+    Mutant(name="blocked_overwrites_tile", cell="matmul_blocked",
+           find="c[i0:i1, j0:j1] += ", replace="c[i0:i1, j0:j1] = ",
+           why="assigns each tile product instead of accumulating over the K tiles"),
+    Mutant(name="blocked_returns_whole_product", cell="matmul_blocked",
+           find="m, k = a.shape", replace="return a @ b\n    m, k = a.shape",
+           why="checks the arguments, then multiplies the whole matrices with BLAS and skips the tiles"),
+    Mutant(name="blocked_float64_result", cell="matmul_blocked",
+           find="dtype=np.result_type(a, b)", replace="dtype=np.float64",
+           why="result dtype fixed to float64 instead of following the inputs"),
+    Mutant(name="blocked_accepts_zero_block", cell="matmul_blocked",
+           find="if block_size < 1:", replace="if block_size < 0:",
+           why="block_size=0 slips through to range() and fails without naming block_size"),
+    # Task 3: cache_footprint
+    Mutant(name="footprint_strict_fit", cell="cache_footprint",
+           find="working_set_bytes <= l1_bytes", replace="working_set_bytes < l1_bytes",
+           why="a working set that exactly fills L1 is reported as not fitting"),
+    Mutant(name="footprint_one_tile", cell="cache_footprint",
+           find="working_set_bytes = 3 * tile_bytes", replace="working_set_bytes = tile_bytes",
+           why="counts one tile instead of the A, B and C tiles"),
+    Mutant(name="footprint_ignores_itemsize", cell="cache_footprint",
+           find="tile_bytes = block_size * block_size * itemsize", replace="tile_bytes = block_size * block_size * 4",
+           why="assumes float32 whatever itemsize says"),
+    Mutant(name="footprint_ignores_l2_argument", cell="cache_footprint",
+           find="working_set_bytes <= l2_bytes", replace="working_set_bytes <= 1024 * 1024",
+           why="compares with a hard-coded 1 MiB L2 instead of l2_bytes"),
+    # Task 4: OptimizedBackend and matmul
+    Mutant(name="backend_no_unknown_op_check", cell="OptimizedBackend",
+           find="if op not in self.ops:", replace="if False:",
+           why="unknown ops fail with AttributeError from getattr, not a clear ValueError"),
+    Mutant(name="backend_error_omits_known_ops", cell="OptimizedBackend",
+           find='raise ValueError(f"unknown op {op!r}: OptimizedBackend runs {\', \'.join(self.ops)}")',
+           replace='raise ValueError(f"unknown op {op!r}")',
+           why="the error names the bad op but not the ones that exist"),
+    Mutant(name="backend_routes_to_blocked", cell="OptimizedBackend",
+           find="return np.matmul(a, b)", replace="return matmul_blocked(a, b)",
+           why="the 'fast path' is the Python-tiled kernel, not one BLAS call"),
+    Mutant(name="backend_routes_to_naive", cell="OptimizedBackend",
+           find="return np.matmul(a, b)", replace="return matmul_naive(a, b)",
+           why="the backend dispatches to the slowest kernel"),
+    Mutant(name="matmul_bypasses_backend", cell="matmul",
+           find='return default_backend.dispatch("matmul", a, b)', replace="return np.matmul(a, b)",
+           why="module-level matmul calls NumPy directly instead of going through the backend"),
+]
