@@ -35,11 +35,14 @@ MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN T
 def tool_environment(**extra: str) -> dict[str, str]:
     """Environment for nbgrader and kernels: this venv's tools first on PATH, its kernel chosen.
 
-    nbgrader runs ``alembic`` from PATH, and a kernel spec found in the user's folders must not
-    win over the one installed in this venv.
+    nbgrader runs ``alembic`` from PATH, imports this repo's preprocessors (``PYTHONPATH``) and
+    reads this repo's ``nbgrader_config.py`` whatever the course root (``JUPYTER_CONFIG_PATH``);
+    a kernel spec found in the user's folders must not win over the one installed in this venv.
     """
     env = dict(os.environ, JUPYTER_PREFER_ENV_PATH="1", PYDEVD_DISABLE_FILE_VALIDATION="1", **extra)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("JUPYTER_CONFIG_PATH", "")]))
     return env
 
 
@@ -257,12 +260,8 @@ def build_source(modules_dir: Path, source_dir: Path) -> list[Path]:
     return written
 
 
-def protected_lines(nb: nbformat.NotebookNode, kinds: tuple[str, ...] = ("SOLUTION", "HIDDEN TESTS"),
-                    min_length: int = 25) -> set[str]:
-    """Lines inside ``BEGIN kind``/``END kind`` regions that appear nowhere else in the notebook.
-
-    These must never reach students; short or shared lines (``return out``) are left out.
-    """
+def _region_lines(nb: nbformat.NotebookNode, kinds: tuple[str, ...], min_length: int) -> tuple[set[str], set[str]]:
+    """Stripped lines inside ``BEGIN kind``/``END kind`` regions, and those outside them."""
     inside, outside = set(), set()
     for cell in nb.cells:
         region = None
@@ -272,14 +271,38 @@ def protected_lines(nb: nbformat.NotebookNode, kinds: tuple[str, ...] = ("SOLUTI
                 region = marker.removeprefix("BEGIN ") if marker.startswith("BEGIN") else None
             elif len(stripped) >= min_length and not stripped.startswith("#"):
                 (inside if region in kinds else outside).add(stripped)
+    return inside, outside
+
+
+def protected_lines(nb: nbformat.NotebookNode, kinds: tuple[str, ...] = ("SOLUTION", "HIDDEN TESTS"),
+                    min_length: int = 25) -> set[str]:
+    """Lines inside ``BEGIN kind``/``END kind`` regions that appear nowhere else in the notebook.
+
+    These must never reach students; short or shared lines (``return out``) are left out.
+    """
+    inside, outside = _region_lines(nb, kinds, min_length)
     return inside - outside
 
 
 def find_leaks(source_dir: Path, release_dir: Path) -> list[str]:
-    """Every place in ``release_dir`` that shows a marker or a protected line of ``source_dir``."""
+    """Every place in ``release_dir`` that shows a marker or a protected line of ``source_dir``.
+
+    A line is protected if it stands only inside solutions or hidden tests: a line that students
+    are also given elsewhere (a visible cell, a helper file) is not a leak.
+    """
     protected: set[str] = set()
-    for nb_path in sorted(source_dir.glob("*.ipynb")):
-        protected |= protected_lines(nbformat.read(nb_path, as_version=4))
+    given: set[str] = set()
+    for path in sorted(p for p in source_dir.rglob("*") if p.is_file()):
+        if path.suffix == ".ipynb":
+            inside, outside = _region_lines(nbformat.read(path, as_version=4), ("SOLUTION", "HIDDEN TESTS"), 25)
+            protected |= inside
+            given |= outside
+        else:
+            try:
+                given |= {line.strip() for line in path.read_text(encoding="utf-8").splitlines()}
+            except UnicodeDecodeError:
+                continue
+    protected -= given
     leaks = []
     for path in sorted(p for p in release_dir.rglob("*") if p.is_file()):
         try:
@@ -306,7 +329,7 @@ def build_release(root: Path, assignment: str) -> Path:
     release_dir = root / "release" / assignment
     result = subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force",
-         f"--CourseDirectory.root={root}", f"--config={REPO / 'nbgrader_config.py'}"],
+         f"--CourseDirectory.root={root}"],
         cwd=root, capture_output=True, text=True, env=tool_environment())
     if result.returncode != 0:
         raise BuildError(f"nbgrader generate_assignment failed:\n{result.stdout}{result.stderr}")

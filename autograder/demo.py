@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(s) for s in STUDENTS) + 2
     print()
     print("student".ljust(width) + "".join(nb[:2].rjust(7) for nb in notebooks)
-          + "  autograded  written  status")
+          + "  autograded     written  status")
     for row in rows:
         cells = "".join(("-" if row.scores[nb] is None else f"{row.scores[nb]:g}").rjust(7) for nb in notebooks)
         print(row.student_id.ljust(width) + cells
               + f"  {row.autograded_score:g}/{row.autograded_max:g}".rjust(12)
-              + f"  {row.manual_pending} to grade".rjust(9) + f"  {row.status}"
+              + f"{row.manual_pending} to grade".rjust(12) + f"  {row.status}"
               + (f" ({row.reason})" if row.status != "graded" else ""))
     mistakes = ", ".join(f"{nb[:2]}: {m[0]}" for nb, m in applied.items() if m)
     print(f"\ndemo-partly-wrong carries one known mistake per notebook ({mistakes}).")

@@ -1,25 +1,40 @@
 """Autograde every submission and write ``grades.csv``: one row per student, always.
 
-Each student is graded by its own ``nbgrader autograde`` process, so one broken submission
-cannot stop the batch; its row says what went wrong instead.
+For each student: the submitted files are copied to ``.grading/submitted/`` with renamed
+notebooks matched and damaged cells repaired from the release (``submitted/`` itself is never
+changed); ``nbgrader autograde`` then grades that copy in its own process, with the kernel in the
+sandbox of ``autograder.sandbox``. Students are graded in parallel, one sandbox user per worker.
+Finished students are journaled, so a batch that is stopped and restarted regrades nobody twice.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm import tqdm
 
 from autograder.build import REPO, tool_environment
+from autograder.execute import METADATA_KEY
+from autograder.report import write_summary
+from autograder.repair import match_notebook_name, read_notebook, repair_notebook
+from autograder.sandbox import detect_protections, kill_user_processes, sandbox_uid
 
-CONFIG = REPO / "nbgrader_config.py"
 STATUSES = ("graded", "partial", "failed")
+STAGING = ".grading"
 
 
 @dataclass
@@ -34,7 +49,8 @@ class GradeRow:
     manual_pending: int = 0
     autograded_score: float = 0.0
     autograded_max: float = 0.0
-    log_path: Path | None = field(default=None, compare=False)
+    seconds: float = 0.0
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -42,9 +58,9 @@ class GradeRow:
 
 
 def nbgrader_command(root: Path, *args: str) -> list[str]:
-    """An nbgrader command line for the course at ``root``, using this repo's config."""
+    """An nbgrader command line for the course at ``root`` (run it with ``tool_environment``)."""
     return [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}",
-            f"--config={CONFIG}"]
+            f"--CourseDirectory.db_url={gradebook_url(root)}?timeout=120"]
 
 
 def gradebook_url(root: Path) -> str:
@@ -72,6 +88,62 @@ def discover_students(root: Path, assignment: str) -> list[str]:
     return sorted(d.name for d in submitted.iterdir() if (d / assignment).is_dir())
 
 
+# -- staging: renamed files matched, damaged cells repaired ------------------------------------
+@dataclass
+class Staged:
+    present: set[str]
+    problems: dict[str, str]
+    notes: list[str]
+
+
+def stage_submission(root: Path, assignment: str, student: str, notebooks: list[str]) -> Staged:
+    """Copy one submission into ``.grading/submitted/`` the way nbgrader needs to see it."""
+    source = root / "submitted" / student / assignment
+    target = root / STAGING / "submitted" / student / assignment
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    chosen: dict[str, Path] = {}
+    notes: list[str] = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        name = match_notebook_name(path.name, notebooks) if path.parent == source else None
+        if name is None:
+            if path.suffix != ".ipynb":
+                destination = target / path.relative_to(source)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, destination)
+            continue
+        exact = path.name == f"{name}.ipynb"
+        previous = chosen.get(name)
+        if previous is None or exact or (previous.name != f"{name}.ipynb"
+                                         and path.stat().st_mtime > previous.stat().st_mtime):
+            chosen[name] = path
+    problems: dict[str, str] = {}
+    released_dir = root / "release" / assignment
+    for name, path in sorted(chosen.items()):
+        if path.name != f"{name}.ipynb":
+            notes.append(f"graded '{path.name}' as {name}.ipynb")
+        try:
+            submitted = read_notebook(path)
+        except ValueError as exc:
+            problems[name] = str(exc)
+            continue
+        repaired, repairs = repair_notebook(submitted, nbformat.read(released_dir / f"{name}.ipynb", as_version=4))
+        notes += [f"{name}: {line}" for line in repairs]
+        nbformat.write(repaired, target / f"{name}.ipynb")
+    return Staged(set(chosen) - set(problems), problems, notes)
+
+
+def submission_fingerprint(root: Path, assignment: str, student: str) -> str:
+    """Hash of the submitted files and the release: a change in either means regrading."""
+    digest = hashlib.sha256()
+    for folder in (root / "submitted" / student / assignment, root / "release" / assignment):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# -- one student ----------------------------------------------------------------------------
 def _last_error(log: str) -> str:
     """The most useful line of an nbgrader log: its last error, else its last line."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
@@ -80,40 +152,75 @@ def _last_error(log: str) -> str:
     return chosen.split("] ", 1)[-1][:300]
 
 
-def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str, float],
-                  timeout_s: float) -> GradeRow:
-    """Autograde one student's submission and read its scores back from the gradebook."""
-    submitted = root / "submitted" / student / assignment
-    autograded = root / "autograded" / student / assignment
-    present = {nb for nb in notebooks if (submitted / f"{nb}.ipynb").is_file()}
-    max_total = sum(notebooks.values())
-    if not present:
-        return GradeRow(student, {nb: None for nb in notebooks}, max_total, "failed",
-                        f"no notebook of {assignment!r} found in {submitted.relative_to(root)}")
+def _run_nbgrader(root: Path, assignment: str, student: str, slot: int, timeout_s: float) -> tuple[str, bool]:
+    """Run ``nbgrader autograde`` for one student; returns its log and whether it failed."""
+    command = nbgrader_command(root, "autograde", assignment, f"--student={student}", "--force",
+                               f"--CourseDirectory.submitted_directory={STAGING}/submitted",
+                               f"--SandboxedExecute.slot={slot}", f"--SandboxedExecute.course_root={root}")
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=tool_environment(), start_new_session=True)
     try:
-        result = subprocess.run(
-            nbgrader_command(root, "autograde", assignment, f"--student={student}", "--force"),
-            cwd=root, capture_output=True, text=True, timeout=timeout_s, env=tool_environment())
-        log, crashed = result.stdout + result.stderr, result.returncode != 0
-    except subprocess.TimeoutExpired as exc:
-        log = f"{exc.stdout or ''}{exc.stderr or ''}\ngrading took longer than {timeout_s:.0f} s"
-        crashed = True
-    log_path = root / "autograded" / student / f"{assignment}.autograde.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(log if isinstance(log, str) else log.decode(errors="replace"))
+        log, _ = process.communicate(timeout=timeout_s)
+        return log, process.returncode != 0
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        return f"{log}\n[ERROR] grading stopped: the submission took longer than {timeout_s:.0f} s", True
+    finally:
+        kill_user_processes(sandbox_uid(slot))
 
+
+def _events(autograded: Path, name: str) -> list[str]:
+    """What the executor recorded while grading notebook ``name`` (crashes, timeouts, caps)."""
+    try:
+        meta = nbformat.read(autograded / f"{name}.ipynb", as_version=4).metadata.get(METADATA_KEY, {})
+    except (OSError, ValueError):
+        return []
+    lines = []
+    for event in meta.get("events", []):
+        where = f"cell {event['cell']}" + (f" [{event['grade_id']}]" if event.get("grade_id") else "")
+        lines.append(f"{name}: {event['event']} in {where}")
+    return lines
+
+
+def _late(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"submitted {hours} h {rest // 60} min late" if hours else f"submitted {rest // 60} min late"
+
+
+def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str, float],
+                  slot: int, timeout_s: float) -> GradeRow:
+    """Stage, autograde and read back one student's submission."""
+    start = time.perf_counter()
+    max_total = sum(notebooks.values())
+    staged = stage_submission(root, assignment, student, list(notebooks))
     scores: dict[str, float | None] = {}
-    problems, manual_pending = [], 0
-    autograded_score = autograded_max = 0.0
+    problems = [f"{name}.ipynb not graded: {reason}" for name, reason in staged.problems.items()]
+    if not staged.present:
+        missing = [f"{nb}.ipynb missing" for nb in notebooks if nb not in staged.problems]
+        reason = "; ".join(problems + missing) or "no notebooks"
+        if not staged.problems:
+            reason = f"no notebook of {assignment!r} found in submitted/{student}/{assignment}"
+        return GradeRow(student, {nb: None for nb in notebooks}, max_total, "failed", reason,
+                        seconds=time.perf_counter() - start, repairs=staged.notes)
+    log, crashed = _run_nbgrader(root, assignment, student, slot, timeout_s)
+    autograded = root / "autograded" / student / assignment
+    (root / "autograded" / student).mkdir(parents=True, exist_ok=True)
+    (root / "autograded" / student / f"{assignment}.autograde.log").write_text(log)
+    events: list[str] = []
+    manual_pending, auto_score, auto_max, late = 0, 0.0, 0.0, 0.0
     with Gradebook(gradebook_url(root)) as gb:
         for nb in notebooks:
-            graded = nb in present and (autograded / f"{nb}.ipynb").is_file()
-            if nb not in present:
+            if nb in staged.problems:
+                scores[nb] = None
+                continue
+            if nb not in staged.present:
                 scores[nb] = 0.0
                 problems.append(f"{nb}.ipynb missing (scored 0)")
                 continue
             try:
                 record = gb.find_submission_notebook(nb, assignment, student)
+                graded = (autograded / f"{nb}.ipynb").is_file()
             except MissingEntry:
                 graded = False
             if not graded:
@@ -121,22 +228,30 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
                 problems.append(f"{nb}.ipynb not graded: {_last_error(log)}")
                 continue
             scores[nb] = float(record.score)
-            autograded_score += float(record.code_score)
-            autograded_max += float(record.max_code_score)
+            auto_score += float(record.code_score)
+            auto_max += float(record.max_code_score)
             manual_pending += sum(1 for g in record.grades if g.needs_manual_grade)
+            events += _events(autograded, nb)
+        try:
+            late = gb.find_submission(assignment, student).total_seconds_late or 0.0
+        except MissingEntry:
+            pass
     if crashed and not problems:
         problems.append(f"nbgrader exited with an error: {_last_error(log)}")
-    if not any(scores[nb] is not None for nb in present):
-        status, reason = "failed", "; ".join(problems)
+    details = events + ([_late(late)] if late > 0 else [])
+    if manual_pending:
+        details.append(f"{manual_pending} written answer(s) await manual grading")
+    if not any(score is not None for nb, score in scores.items() if nb in staged.present):
+        status = "failed"
     elif problems:
-        status, reason = "partial", "; ".join(problems)
+        status = "partial"
     else:
         status = "graded"
-        reason = f"{manual_pending} written answer(s) await manual grading" if manual_pending else ""
-    return GradeRow(student, scores, max_total, status, reason, manual_pending,
-                    autograded_score, autograded_max, log_path)
+    return GradeRow(student, scores, max_total, status, "; ".join(problems + details), manual_pending,
+                    auto_score, auto_max, time.perf_counter() - start, staged.notes)
 
 
+# -- the batch ------------------------------------------------------------------------------
 def csv_columns(notebooks: list[str]) -> list[str]:
     """The columns of ``grades.csv``: one score column per notebook, then the totals."""
     return ["student_id", *notebooks, "total", "max_total", "status", "reason", "manual_pending",
@@ -146,7 +261,8 @@ def csv_columns(notebooks: list[str]) -> list[str]:
 def write_grades_csv(rows: list[GradeRow], notebooks: list[str], path: Path) -> None:
     """Write ``rows`` into ``grades.csv``, keeping the rows of students not graded this time.
 
-    The file is replaced atomically, so a reader never sees a half-written file.
+    The file is replaced atomically, so a reader never sees a half-written file; a file with
+    other columns is kept beside it under a dated name.
     """
     columns = csv_columns(notebooks)
     merged: dict[str, dict[str, str]] = {}
@@ -155,7 +271,7 @@ def write_grades_csv(rows: list[GradeRow], notebooks: list[str], path: Path) -> 
             reader = csv.DictReader(handle)
             if reader.fieldnames == columns:
                 merged = {line["student_id"]: line for line in reader}
-        if not merged:  # other columns (an older layout, other notebooks): keep it, start anew
+        if not merged:
             path.replace(path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.csv"))
     for row in rows:
         scores = {nb: "" if row.scores[nb] is None else f"{row.scores[nb]:g}" for nb in notebooks}
@@ -172,20 +288,93 @@ def write_grades_csv(rows: list[GradeRow], notebooks: list[str], path: Path) -> 
     tmp.replace(path)
 
 
-def grade_all(root: Path, assignment: str, students: list[str] | None = None,
-              timeout_s: float = 600.0, progress: bool = True) -> list[GradeRow]:
-    """Grade ``students`` (default: every submission) and write ``root/grades.csv``."""
+class Journal:
+    """Finished students, one JSON line each, so a restarted batch resumes where it stopped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill: that student is graded again
+                self.entries[entry["student"]] = entry
+
+    def finished(self, student: str, fingerprint: str) -> GradeRow | None:
+        entry = self.entries.get(student)
+        if entry is None or entry["fingerprint"] != fingerprint:
+            return None
+        return GradeRow(**entry["row"])
+
+    def record(self, row: GradeRow, fingerprint: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"student": row.student_id, "fingerprint": fingerprint, "row": asdict(row)})
+        with self.path.open("a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries[row.student_id] = json.loads(line)
+
+
+def warn_missing_protections(stream=sys.stderr) -> None:
+    """Say once, loudly, which protections this machine does not allow."""
+    missing = detect_protections().missing()
+    if missing:
+        print("WARNING: grading without the full sandbox on this machine:", file=stream)
+        for line in missing:
+            print(f"WARNING:   {line}", file=stream)
+        print("WARNING: grades are still computed; review flagged submissions by hand.", file=stream)
+
+
+def grade_all(root: Path, assignment: str, students: list[str] | None = None, workers: int | None = None,
+              timeout_s: float = 900.0, progress: bool = True, resume: bool = True) -> list[GradeRow]:
+    """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``."""
+    start = time.perf_counter()
     notebooks = assignment_notebooks(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
-    rows = []
-    for student in tqdm(students, desc="autograde", unit="student", disable=not progress):
+    workers = max(1, min(workers or os.cpu_count() or 1, len(students) or 1))
+    journal = Journal(root / STAGING / f"{assignment}-journal.jsonl")
+    if students:
+        warn_missing_protections()
+    rows: dict[str, GradeRow] = {}
+    todo: list[tuple[str, str]] = []
+    for student in students:
+        fingerprint = submission_fingerprint(root, assignment, student)
+        done = journal.finished(student, fingerprint) if resume else None
+        if done is not None:
+            rows[student] = done
+        else:
+            todo.append((student, fingerprint))
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+
+    def work(student: str, fingerprint: str) -> GradeRow:
+        slot = slots.get()
         try:
-            rows.append(grade_student(root, assignment, student, notebooks, timeout_s))
+            row = grade_student(root, assignment, student, notebooks, slot, timeout_s)
         except Exception as exc:  # one student's failure must never stop the batch
-            rows.append(GradeRow(student, {nb: None for nb in notebooks}, sum(notebooks.values()),
-                                 "failed", f"grader error: {type(exc).__name__}: {exc}"))
-    write_grades_csv(rows, list(notebooks), root / "grades.csv")
-    return rows
+            row = GradeRow(student, {nb: None for nb in notebooks}, sum(notebooks.values()), "failed",
+                           f"grader error: {type(exc).__name__}: {exc}")
+        finally:
+            slots.put(slot)
+        journal.record(row, fingerprint)
+        return row
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, student, fingerprint) for student, fingerprint in todo]
+        bar = tqdm(as_completed(futures), total=len(futures), desc="autograde", unit="student",
+                   disable=not progress, initial=0)
+        for future in bar:
+            row = future.result()
+            rows[row.student_id] = row
+    ordered = [rows[s] for s in students]
+    write_grades_csv(ordered, list(notebooks), root / "grades.csv")
+    if ordered:
+        write_summary(ordered, root / "reports", assignment, time.perf_counter() - start)
+    return ordered
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,16 +382,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
     parser.add_argument("--assignment", default="acceleration")
     parser.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per submission")
+    parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: cores)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per submission")
+    parser.add_argument("--regrade", action="store_true", help="ignore the journal: grade everyone again")
     args = parser.parse_args(argv)
     root = args.root.resolve()
-    rows = grade_all(root, args.assignment, args.student, args.timeout)
+    rows = grade_all(root, args.assignment, args.student, args.workers, args.timeout, resume=not args.regrade)
     if not rows:
         print(f"no submissions under {root / 'submitted'}/<student>/{args.assignment}/")
         return 0
+    summary = root / "reports" / f"{args.assignment}-summary.txt"
     counts = {status: sum(row.status == status for row in rows) for status in STATUSES}
     print(f"{len(rows)} submissions: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; wrote {root / 'grades.csv'}")
+          + f"; wrote {root / 'grades.csv'} and {summary}")
     return 0
 
 

@@ -7,6 +7,7 @@ from nbgrader.apps import NbGraderApp
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.build import REPO
+from autograder.execute import SandboxedExecute, SaveAutoGradesKeepingStderr
 
 
 def load_config():
@@ -15,6 +16,7 @@ def load_config():
 
 def test_every_configured_option_exists_in_nbgrader():
     known = {cls.__name__: cls for cls in NbGraderApp().all_configurable_classes()}
+    known.update({cls.__name__: cls for cls in (SandboxedExecute, SaveAutoGradesKeepingStderr)})
     config = load_config()
     for section, values in config.items():
         assert section in known, f"nbgrader has no configurable class {section!r}: it would be ignored"
@@ -27,7 +29,8 @@ def test_per_cell_timeout_and_stub_are_set_where_nbgrader_reads_them():
     config = load_config()
     assert config.Execute.timeout == 60
     assert "raise NotImplementedError()" in config.ClearSolutions.code_stub["python"]
-    assert config.CourseDirectory.root == str(REPO)
+    assert "root" not in config.CourseDirectory, "the course root must default to where nbgrader runs"
+    assert config.Autograde.autograde_preprocessors[0] == "autograder.execute.SandboxedExecute"
 
 
 def test_make_help_is_the_default_target_and_lists_every_target():
