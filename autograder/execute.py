@@ -27,8 +27,8 @@ from nbgrader import utils
 from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets import Bool, Float, Integer, Unicode
 
-from autograder.sandbox import (Limits, Protections, detect_protections, hidden_paths, kill_user_processes,
-                                launcher_command, sandbox_uid)
+from autograder.sandbox import (Limits, Protections, claim_sandbox_uid, detect_protections, hidden_paths,
+                                kill_user_processes, launcher_command)
 
 REPO = Path(__file__).resolve().parent.parent
 METADATA_KEY = "acceleration_lab"
@@ -63,7 +63,6 @@ class SandboxedExecute(Execute):
     """Execute a submission in the grading sandbox, surviving dead and hung kernels."""
 
     sandbox = Bool(True, help="Run kernels in the sandbox (as far as the OS allows).").tag(config=True)
-    slot = Integer(0, help="Grading slot of this process; selects the sandbox user.").tag(config=True)
     course_root = Unicode("", help="Course root to hide from student code (default: cwd).").tag(config=True)
     memory_bytes = Integer(Limits.memory_bytes, help="Address-space limit per kernel.").tag(config=True)
     max_processes = Integer(Limits.processes, help="Processes and threads per kernel user.").tag(config=True)
@@ -120,7 +119,7 @@ class SandboxedExecute(Execute):
         return env
 
     def _prepare_scratch(self, source_dir: Path, uid: int | None) -> Path:
-        scratch = Path(tempfile.mkdtemp(prefix=f"acclab-scratch-{self.slot}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"acclab-scratch-{uid or 'me'}-"))
         shutil.copytree(source_dir, scratch, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.ipynb", "*.log", ".ipynb_checkpoints"))
         cache = Path.home() / ".cache" / "matplotlib"
@@ -169,7 +168,12 @@ class SandboxedExecute(Execute):
         self.interrupt_on_timeout = False
         self._output_used, self._output_capped = {}, set()
         self._protections = detect_protections() if self.sandbox else SANDBOX_OFF
-        uid = sandbox_uid(self.slot) if self._protections.separate_user else None
+        if self._protections.separate_user:
+            with claim_sandbox_uid() as uid:
+                return self._preprocess_as(nb, uid)
+        return self._preprocess_as(nb, None)
+
+    def _preprocess_as(self, nb, uid: int | None):
         source_dir = Path(self.resources.get("metadata", {}).get("path") or os.getcwd())
         scratch = self._prepare_scratch(source_dir, uid)
         events: list[dict] = []

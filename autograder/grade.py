@@ -13,7 +13,6 @@ import csv
 import hashlib
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from autograder.build import REPO, tool_environment
 from autograder.execute import METADATA_KEY
 from autograder.report import write_summary
 from autograder.repair import match_notebook_name, read_notebook, repair_notebook
-from autograder.sandbox import detect_protections, kill_user_processes, sandbox_uid
+from autograder.sandbox import detect_protections, sweep_sandbox_users
 
 STATUSES = ("graded", "partial", "failed")
 STAGING = ".grading"
@@ -152,22 +151,27 @@ def _last_error(log: str) -> str:
     return chosen.split("] ", 1)[-1][:300]
 
 
-def _run_nbgrader(root: Path, assignment: str, student: str, slot: int, timeout_s: float) -> tuple[str, bool]:
-    """Run ``nbgrader autograde`` for one student; returns its log and whether it failed."""
+def _run_nbgrader(root: Path, assignment: str, student: str, timeout_s: float,
+                  threads: int, cell_timeout_s: float | None) -> tuple[str, bool]:
+    """Run ``nbgrader autograde`` for one student; returns its log and whether it failed.
+
+    The kernel may use ``threads`` BLAS threads, so parallel workers do not oversubscribe cores.
+    """
+    blas = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     command = nbgrader_command(root, "autograde", assignment, f"--student={student}", "--force",
                                f"--CourseDirectory.submitted_directory={STAGING}/submitted",
-                               f"--SandboxedExecute.slot={slot}", f"--SandboxedExecute.course_root={root}")
+                               f"--SandboxedExecute.course_root={root}",
+                               *([f"--SandboxedExecute.timeout={cell_timeout_s:g}"] if cell_timeout_s else []))
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=tool_environment(), start_new_session=True)
+                               text=True, env=tool_environment(**blas), start_new_session=True)
     try:
         log, _ = process.communicate(timeout=timeout_s)
         return log, process.returncode != 0
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         log, _ = process.communicate()
+        sweep_sandbox_users()  # the kernel the killed grader left behind
         return f"{log}\n[ERROR] grading stopped: the submission took longer than {timeout_s:.0f} s", True
-    finally:
-        kill_user_processes(sandbox_uid(slot))
 
 
 def _events(autograded: Path, name: str) -> list[str]:
@@ -189,7 +193,7 @@ def _late(seconds: float) -> str:
 
 
 def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str, float],
-                  slot: int, timeout_s: float) -> GradeRow:
+                  timeout_s: float, threads: int = 1, cell_timeout_s: float | None = None) -> GradeRow:
     """Stage, autograde and read back one student's submission."""
     start = time.perf_counter()
     max_total = sum(notebooks.values())
@@ -203,7 +207,7 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
             reason = f"no notebook of {assignment!r} found in submitted/{student}/{assignment}"
         return GradeRow(student, {nb: None for nb in notebooks}, max_total, "failed", reason,
                         seconds=time.perf_counter() - start, repairs=staged.notes)
-    log, crashed = _run_nbgrader(root, assignment, student, slot, timeout_s)
+    log, crashed = _run_nbgrader(root, assignment, student, timeout_s, threads, cell_timeout_s)
     autograded = root / "autograded" / student / assignment
     (root / "autograded" / student).mkdir(parents=True, exist_ok=True)
     (root / "autograded" / student / f"{assignment}.autograde.log").write_text(log)
@@ -329,12 +333,14 @@ def warn_missing_protections(stream=sys.stderr) -> None:
 
 
 def grade_all(root: Path, assignment: str, students: list[str] | None = None, workers: int | None = None,
-              timeout_s: float = 900.0, progress: bool = True, resume: bool = True) -> list[GradeRow]:
+              timeout_s: float = 900.0, progress: bool = True, resume: bool = True,
+              cell_timeout_s: float | None = None) -> list[GradeRow]:
     """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``."""
     start = time.perf_counter()
     notebooks = assignment_notebooks(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
     workers = max(1, min(workers or os.cpu_count() or 1, len(students) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
     journal = Journal(root / STAGING / f"{assignment}-journal.jsonl")
     if students:
         warn_missing_protections()
@@ -347,19 +353,13 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
             rows[student] = done
         else:
             todo.append((student, fingerprint))
-    slots: queue.Queue[int] = queue.Queue()
-    for slot in range(workers):
-        slots.put(slot)
 
     def work(student: str, fingerprint: str) -> GradeRow:
-        slot = slots.get()
         try:
-            row = grade_student(root, assignment, student, notebooks, slot, timeout_s)
+            row = grade_student(root, assignment, student, notebooks, timeout_s, threads, cell_timeout_s)
         except Exception as exc:  # one student's failure must never stop the batch
             row = GradeRow(student, {nb: None for nb in notebooks}, sum(notebooks.values()), "failed",
                            f"grader error: {type(exc).__name__}: {exc}")
-        finally:
-            slots.put(slot)
         journal.record(row, fingerprint)
         return row
 

@@ -1,6 +1,6 @@
 """Start a student's kernel where it cannot reach the course, and clean up after it.
 
-The grader runs ``python -m autograder.sandbox [options] -- <kernel command>``; this launcher
+The grader runs ``python autograder/sandbox.py [options] -- <kernel command>``; this launcher
 (still privileged) hides the course, gives the kernel private ``/tmp``-like folders and no
 network, applies resource limits, becomes an unprivileged user, and ``exec``s the kernel.
 Whatever the operating system does not allow is reported by ``detect_protections`` and skipped;
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +27,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 163
 MS_REMOUNT, MNT_DETACH = 32, 2
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 HOLDING = Path("/mnt")  # covered by a private tmpfs inside the sandbox, never written outside it
-FIRST_SANDBOX_UID = 61000
+FIRST_SANDBOX_UID, SANDBOX_UIDS = 61000, 256
+LOCK_DIR = Path("/tmp") / "acceleration-lab-sandbox-users"
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,43 @@ def detect_protections() -> Protections:
     return Protections(True, mount_ok, net_ok)
 
 
-def sandbox_uid(slot: int) -> int:
-    """The unprivileged user id for grading slot ``slot`` (one per parallel worker)."""
-    return FIRST_SANDBOX_UID + slot
+@contextmanager
+def claim_sandbox_uid():
+    """Hold an unprivileged user id that no other grading on this machine is using.
+
+    Each id has a lock file; the lock is held for as long as the ``with`` block runs (and is
+    released by the OS if the grader is killed). Anything left running under the id by an
+    earlier, killed grading is killed on the way in, and everything on the way out.
+    """
+    LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+    for uid in range(FIRST_SANDBOX_UID, FIRST_SANDBOX_UID + SANDBOX_UIDS):
+        handle = open(LOCK_DIR / f"{uid}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            kill_user_processes(uid)
+            yield uid
+        finally:
+            kill_user_processes(uid)
+            handle.close()
+        return
+    raise RuntimeError(f"all {SANDBOX_UIDS} sandbox user ids are in use")
+
+
+def sweep_sandbox_users() -> None:
+    """Kill what runs under any sandbox id that no grading holds (after a killed grader)."""
+    if os.geteuid() != 0 or not LOCK_DIR.is_dir():
+        return
+    for lock in LOCK_DIR.glob("*.lock"):
+        with open(lock, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            kill_user_processes(int(lock.stem))
 
 
 def kill_user_processes(uid: int) -> None:
@@ -98,7 +135,7 @@ def hidden_paths(*roots: Path) -> list[Path]:
 def launcher_command(kernel_cmd: list[str], scratch: Path, uid: int | None, hide: list[Path],
                      limits: Limits, protections: Protections) -> list[str]:
     """The command that starts ``kernel_cmd`` inside the sandbox."""
-    cmd = [sys.executable, "-m", "autograder.sandbox", "--scratch", str(scratch),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--scratch", str(scratch),
            "--memory", str(limits.memory_bytes), "--processes", str(limits.processes),
            "--file-size", str(limits.file_size_bytes)]
     if uid is not None and protections.separate_user:

@@ -88,19 +88,30 @@ def page_text(path):
     return {" ".join(line.split()) for line in html.unescape(text).splitlines()}
 
 
+def normalised_lines(nb):
+    return {" ".join(line.split()) for cell in nb.cells for line in cell.source.splitlines()}
+
+
 def test_feedback_for_every_notebook_without_hidden_tests(demo):
     folder, _ = demo
-    hidden = set()
-    for nb_path in (folder / "source" / ASSIGNMENT).glob("*.ipynb"):
-        lines = protected_lines(nbformat.read(nb_path, as_version=4), kinds=("HIDDEN TESTS",), min_length=12)
-        hidden |= {" ".join(line.split()) for line in lines}
-    assert hidden, "the assignment has no hidden tests to protect"
+    sources = sorted((folder / "source" / ASSIGNMENT).glob("*.ipynb"))
     pages = sorted((folder / "feedback").rglob("*.html"))
-    assert len(pages) == 3 * len(list((folder / "source" / ASSIGNMENT).glob("*.ipynb")))
-    for page in pages:
-        shown = page_text(page)
-        assert not hidden & shown, f"{page} shows hidden test lines: {sorted(hidden & shown)[:2]}"
-        assert "BEGIN HIDDEN TESTS" not in page.read_text()
+    assert len(pages) == 3 * len(sources)
+    checked = 0
+    for nb_path in sources:
+        lines = protected_lines(nbformat.read(nb_path, as_version=4), kinds=("HIDDEN TESTS",), min_length=12)
+        hidden = {" ".join(line.split()) for line in lines}
+        assert hidden, f"{nb_path.stem} has no hidden tests to protect"
+        for student in ("demo-reference", "demo-untouched", "demo-partly-wrong"):
+            # a hidden line the student also wrote themselves, or was given, is not a leak
+            own = normalised_lines(nbformat.read(folder / "submitted" / student / ASSIGNMENT / nb_path.name, 4))
+            page = folder / "feedback" / student / ASSIGNMENT / f"{nb_path.stem}.html"
+            shown = page_text(page)
+            leaked = (hidden - own) & shown
+            assert not leaked, f"{page} shows hidden test lines: {sorted(leaked)[:2]}"
+            assert "BEGIN HIDDEN TESTS" not in page.read_text()
+            checked += 1
+    assert checked == len(pages)
     partly = " ".join(page_text(next((folder / "feedback" / "demo-partly-wrong").rglob("*.html"))))
     assert "points" in partly
 
