@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 ASSIGNMENT ?= acceleration
+LMS_FORMAT ?= canvas
 # nbgrader and nbclient must start the kernel from this venv, not one found elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -10,10 +11,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv source release autograde feedback html demo test selftest bench clean
+.PHONY: help venv source release collect autograde feedback html demo test selftest bench bench-grading clean
 
 help:  ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +30,10 @@ source: $(STAMP)  ## modules/*.py -> source/<assignment>/*.ipynb, refusing broke
 
 release: source  ## source/ -> release/ with nbgrader generate_assignment, checked for leaks
 	$(PY) -m autograder.build release --assignment $(ASSIGNMENT)
+
+collect: $(STAMP)  ## LMS=<download folder or zip> [LMS_FORMAT=canvas|moodle|folders|regex] -> submitted/
+	@test -n "$(LMS)" || { echo "usage: make collect LMS=path/to/download [LMS_FORMAT=canvas]"; exit 2; }
+	$(PY) -m autograder.collect "$(LMS)" --format '$(LMS_FORMAT)' --assignment $(ASSIGNMENT)
 
 autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ and write grades.csv
 	$(PY) -m autograder.grade --assignment $(ASSIGNMENT)
@@ -50,6 +55,9 @@ selftest: $(STAMP)  ## reference full marks, release zero, every mutant caught
 
 bench: $(STAMP)  ## slow checks: full-size notebook runs against the 60 s budget
 	$(PY) -m pytest tests -m slow
+
+bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader, 1 and 2 workers
+	$(PY) -m autograder.grading_benchmark --students 20
 
 clean:  ## remove what make built (never submitted/, autograded/, feedback/, gradebook.db, grades.csv)
 	rm -rf source release site demo .pytest_cache

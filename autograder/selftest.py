@@ -36,6 +36,7 @@ class Scores:
     """Points per autograded cell of one executed notebook: grade_id -> (score, max)."""
 
     cells: dict[str, tuple[float, float]]
+    errors: tuple[str, ...] = ()
 
     @property
     def total(self) -> float:
@@ -100,12 +101,15 @@ def grade_notebook(nb: nbformat.NotebookNode, helpers_dir: Path) -> Scores:
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", extra_arguments=QUIET_KERNEL, allow_errors=True,
                                 resources={"metadata": {"path": str(workdir)}})
         client.execute(env=env, cwd=str(workdir))
-    cells = {}
-    for cell in nb.cells:
+    cells, errors = {}, []
+    for index, cell in enumerate(nb.cells):
         if is_autograded_test(cell):
             score, maximum = determine_grade(cell)
             cells[nbgrader_meta(cell)["grade_id"]] = (float(score), float(maximum))
-    return Scores(cells)
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                errors.append(f"cell {index}: {output.ename}: {output.evalue}"[:200])
+    return Scores(cells, tuple(errors))
 
 
 def grade_variant(name: str, variant: str, assignment: str = "acceleration") -> Scores:
@@ -137,8 +141,8 @@ def judge(name: str, variant: str, scores: Scores) -> Verdict:
     if not scores.cells:
         return Verdict(name, variant, scores, False, f"{name} {variant}: no autograded cells")
     if variant == "reference":
-        ok = not scores.lost()
-        detail = "" if ok else f"  lost: {', '.join(scores.lost())}"
+        ok = not scores.lost() and not scores.errors
+        detail = "" if ok else f"  lost: {', '.join(scores.lost())}  errors: {'; '.join(scores.errors)}"
     elif variant == "release":
         ok = not scores.earned()
         detail = "" if ok else f"  passes without student code: {', '.join(scores.earned())}"

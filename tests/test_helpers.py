@@ -73,3 +73,8 @@ def test_plot_helpers_return_labelled_figures():
     roof = ax.lines[0].get_ydata()
     assert roof.max() == pytest.approx(200.0) and ax.get_xlabel().startswith("arithmetic intensity")
     np.testing.assert_allclose(ax.lines[1].get_xdata(), [10.0, 10.0])  # the ridge point
+
+
+def test_time_copy_copies_the_requested_dtype():
+    timing = benchmarking.time_copy(1000, np.int8, repeats=3)
+    assert timing.repeats == 3 and timing.median_s > 0

@@ -83,13 +83,8 @@ print(f"this machine: float32 GEMM {peak_gflops:.0f} GFLOP/s, copy bandwidth {ba
 
 # %%
 n_values = benchmarking.benchmark_size(32 * 2**20, 4 * 2**20)
-copy_times = {}
-for dtype in (np.float32, np.int8):
-    src = np.ones(n_values, dtype=dtype)
-    dst = np.empty_like(src)
-    copy_times[np.dtype(dtype).name] = (benchmarking.time_call(np.copyto, dst, src), src.nbytes)
-del src, dst
-(t_f32, bytes_f32), (t_i8, bytes_i8) = copy_times["float32"], copy_times["int8"]
+t_f32, t_i8 = (benchmarking.time_copy(n_values, dtype) for dtype in (np.float32, np.int8))
+bytes_f32, bytes_i8 = 4 * n_values, n_values
 print(f"copy {n_values / 1e6:.1f}M values: float32 {bytes_f32 / 1e6:.0f} MB in {t_f32}, "
       f"int8 {bytes_i8 / 1e6:.0f} MB in {t_i8}: int8 {t_f32.median_s / t_i8.median_s:.1f}x faster "
       f"(copy bandwidth {bandwidth_gbs:.1f} GB/s)")

@@ -100,16 +100,25 @@ def measure_peak_gflops(n: int = 1024, dtype: Any = np.float32, repeats: int = 5
     return gflops(2.0 * n**3, timing.median_s)
 
 
+def time_copy(n_values: int, dtype: Any = np.float64, repeats: int = 5) -> Timing:
+    """Time copying an ``n_values`` array of ``dtype`` into another, preallocated one.
+
+    One copy reads and writes ``n_values * itemsize`` bytes each.
+    """
+    src = np.ones(n_values, dtype=dtype)
+    dst = np.empty_like(src)
+    return time_call(np.copyto, dst, src, repeats=repeats, warmup=1)
+
+
 def measure_copy_bandwidth_gbs(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """This machine's memory bandwidth in GB/s from copying a ``nbytes`` array into another.
 
     A copy reads ``nbytes`` and writes ``nbytes``, so 2 * nbytes count as moved. The arrays
     should be much larger than the last-level cache, or this measures the cache instead.
     """
-    src = np.ones(nbytes // 8, dtype=np.float64)
-    dst = np.empty_like(src)
-    timing = time_call(np.copyto, dst, src, repeats=repeats, warmup=1)
-    return 2.0 * src.nbytes / timing.median_s / 1e9
+    n_values = nbytes // 8
+    timing = time_copy(n_values, np.float64, repeats)
+    return 2.0 * n_values * 8 / timing.median_s / 1e9
 
 
 def measurements_path(notebook: str) -> Path:
