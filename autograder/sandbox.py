@@ -76,7 +76,9 @@ def detect_protections() -> Protections:
     mount_ok = (HOLDING.is_dir()
                 and subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode == 0)
     net_ok = subprocess.run([unshare, "--net", "true"], capture_output=True).returncode == 0
-    return Protections(True, mount_ok, net_ok)
+    # Running as another user needs the mount namespace: it makes this Python reachable to them.
+    notes = () if mount_ok else ("mount namespaces are not available (unshare --mount failed or /mnt missing)",)
+    return Protections(mount_ok, mount_ok, net_ok, notes)
 
 
 @contextmanager
@@ -179,6 +181,7 @@ def enter_sandbox(scratch: Path, hide: list[Path], no_network: bool) -> None:
     libc = _libc()
     keep = {scratch.resolve(): False}
     keep.update({Path(p).resolve(): True for p in {sys.prefix, sys.base_prefix}})
+    blocked = sorted({a for path in keep for a in _blocked_ancestors(path)}, key=lambda a: len(a.parts))
     _check(libc.unshare(CLONE_NEWNS | (CLONE_NEWNET if no_network else 0)), "unshare")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     _mount(libc, "tmpfs", str(HOLDING), "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=0700")
@@ -195,8 +198,8 @@ def enter_sandbox(scratch: Path, hide: list[Path], no_network: bool) -> None:
     for tmp in PRIVATE_TMP:
         if os.path.isdir(tmp):
             _mount(libc, "tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
-    for path in keep:
-        for ancestor in _blocked_ancestors(path):
+    for ancestor in blocked:  # one now covered is gone; mkdir below makes it again, traversable
+        if ancestor.is_dir():
             _mount(libc, "tmpfs", str(ancestor), "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
     for path, read_only in keep.items():
         path.mkdir(parents=True, exist_ok=True)
