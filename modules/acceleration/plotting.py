@@ -56,7 +56,7 @@ def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
     lo = min(intensities + [ridge]) / 4
     hi = max(intensities + [ridge]) * 4
     ai = np.logspace(np.log10(lo), np.log10(hi), 200)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(9.0, 4.4))
     ax.plot(ai, np.minimum(peak_gflops, ai * bandwidth_gbs), color="black",
             label=f"roof: {bandwidth_gbs:.1f} GB/s, {peak_gflops:.0f} GFLOP/s")
     ax.axvline(ridge, color="gray", linestyle=":", label=f"ridge point {ridge:.1f} FLOP/byte")
@@ -69,6 +69,6 @@ def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: no point hidden
     fig.tight_layout()
     return fig, ax
