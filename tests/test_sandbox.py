@@ -126,3 +126,16 @@ def test_sandbox_user_ids_are_never_shared():
     with claim_sandbox_uid() as first, claim_sandbox_uid() as second:
         assert first != second
     assert os.geteuid() == 0
+
+
+def test_without_protections_the_grader_says_so_loudly_and_still_grades(tmp_path, monkeypatch, capsys):
+    import autograder.grade as grade
+    from autograder.sandbox import Protections
+
+    monkeypatch.setattr(grade, "detect_protections", lambda: Protections(False, False, False))
+    grade.warn_missing_protections()
+    err = capsys.readouterr().err
+    assert err.count("WARNING") >= 4 and "own user" in err and "network" in err
+    nb = run(["print(6 * 7)"], tmp_path, sandbox=False)
+    assert text(nb.cells[0]).strip() == "42"
+    assert "turned off" in " ".join(nb.metadata["acceleration_lab"]["sandbox_missing"])
