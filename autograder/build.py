@@ -154,7 +154,7 @@ def _validate_cell(cell: nbformat.NotebookNode, meta: dict, where: CellRef,
         try:
             ast.parse(source)
         except SyntaxError as exc:
-            raise BuildError(f"{where}: Python syntax error on cell line {exc.lineno}: {exc.msg}")
+            raise BuildError(f"{where}: Python syntax error on cell line {exc.lineno}: {exc.msg}") from None
     if not meta:
         marker = next(filter(None, map(_marker, source.splitlines())), None)
         if marker:

@@ -59,7 +59,7 @@ def make_submissions(demo: Path, assignment: str) -> dict[str, list[str]]:
         mutants = load_mutants(path.stem)
         wrong = apply_mutant(solved, mutants[0]) if mutants else solved
         applied[path.stem] = [mutants[0].name] if mutants else []
-        for student, nb in zip(STUDENTS, (solved, released, wrong)):
+        for student, nb in zip(STUDENTS, (solved, released, wrong), strict=True):
             folder = demo / "submitted" / student / assignment
             folder.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, folder / path.name)

@@ -59,7 +59,7 @@ def render_site(root: Path, assignment: str, graded_sizes: bool = False) -> Path
         shutil.rmtree(site / sub, ignore_errors=True)
         (site / sub).mkdir(parents=True)
     rows = []
-    for path, (nb, seconds) in zip(notebooks, execute_in_order(notebooks, graded_sizes)):
+    for path, (nb, seconds) in zip(notebooks, execute_in_order(notebooks, graded_sizes), strict=True):
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
         (site / "reference" / f"{path.stem}.html").write_text(body, encoding="utf-8")
         student_nb = nbformat.read(release_dir / path.name, as_version=4)

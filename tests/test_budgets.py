@@ -27,6 +27,6 @@ def test_graded_run_within_15_s(path):
 
 def test_full_runs_within_60_s_each(built_source):
     notebooks = sorted((built_source / "acceleration").glob("*.ipynb"))
-    for path, (_, seconds) in zip(notebooks, execute_in_order(notebooks, graded_sizes=False)):
+    for path, (_, seconds) in zip(notebooks, execute_in_order(notebooks, graded_sizes=False), strict=True):
         print(f"{path.stem}: {seconds:.1f} s")
         assert seconds <= 60, f"{path.stem} took {seconds:.1f} s at full size (budget 60 s)"

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder.build import REPO, build_release, build_source, nbgrader_meta
+from autograder.build import build_release, build_source, nbgrader_meta
 from autograder.grade import STAGING, grade_all, gradebook_url
 from autograder.sandbox import detect_protections
 from conftest import HEADER
