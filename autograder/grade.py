@@ -2,8 +2,9 @@
 
 For each student: the submitted files are copied to ``.grading/submitted/`` with renamed
 notebooks matched and damaged cells repaired from the release (``submitted/`` itself is never
-changed); ``nbgrader autograde`` then grades that copy in its own process, with the kernel in the
-sandbox of ``autograder.sandbox``. Students are graded in parallel, one sandbox user per worker.
+changed); nbgrader's autograde then grades that copy in a long-lived worker process
+(``autograder.grade_worker``), with the kernel in the sandbox of ``autograder.sandbox``.
+Students are graded in parallel, one worker per core.
 Finished students are journaled, so a batch that is stopped and restarted regrades nobody twice.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ import csv
 import hashlib
 import json
 import os
+import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -54,12 +57,6 @@ class GradeRow:
     @property
     def total(self) -> float:
         return sum(score or 0.0 for score in self.scores.values())
-
-
-def nbgrader_command(root: Path, *args: str) -> list[str]:
-    """An nbgrader command line for the course at ``root`` (run it with ``tool_environment``)."""
-    return [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}",
-            f"--CourseDirectory.db_url={gradebook_url(root)}?timeout=120"]
 
 
 def gradebook_url(root: Path) -> str:
@@ -151,37 +148,78 @@ def _last_error(log: str) -> str:
     return chosen.split("] ", 1)[-1][:300]
 
 
-def _run_nbgrader(root: Path, assignment: str, student: str, timeout_s: float,
-                  threads: int, cell_timeout_s: float | None) -> tuple[str, bool]:
-    """Run ``nbgrader autograde`` for one student; returns its log and whether it failed.
+class GradingWorker:
+    """One long-lived ``autograder.grade_worker`` process, restarted after a kill or a crash.
 
-    The kernel may use ``threads`` BLAS threads, so parallel workers do not oversubscribe cores.
+    Importing nbgrader costs about 3 s; one process per worker pays it once, not per student.
     """
-    blas = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    command = nbgrader_command(root, "autograde", assignment, f"--student={student}", "--force",
-                               f"--CourseDirectory.submitted_directory={STAGING}/submitted",
-                               f"--SandboxedExecute.course_root={root}",
-                               *([f"--SandboxedExecute.timeout={cell_timeout_s:g}"] if cell_timeout_s else []))
-    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=tool_environment(**blas), start_new_session=True)
-    try:
-        log, _ = process.communicate(timeout=timeout_s)
-        return log, process.returncode != 0
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-        sweep_sandbox_users()  # the kernel the killed grader left behind
-        return f"{log}\n[ERROR] grading stopped: the submission took longer than {timeout_s:.0f} s", True
+
+    def __init__(self, root: Path, assignment: str, threads: int, cell_timeout_s: float | None, log: Path):
+        self.command = [sys.executable, "-m", "autograder.grade_worker", f"--root={root}",
+                        f"--assignment={assignment}", f"--submitted-directory={STAGING}/submitted",
+                        *([f"--cell-timeout={cell_timeout_s:g}"] if cell_timeout_s else [])]
+        blas = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        self.env, self.root, self.log = tool_environment(**blas), root, log
+        self.process: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as stderr:
+            return subprocess.Popen(self.command, cwd=self.root, env=self.env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+
+    def grade(self, student: str, timeout_s: float) -> tuple[str, bool]:
+        """Autograde ``student``; returns nbgrader's log and whether grading failed."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = self._start()
+        self.process.stdin.write(student + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            why = (f"grading stopped: the submission took longer than {timeout_s:.0f} s" if not ready
+                   else f"the grading process died (see {self.log})")
+            return f"[ERROR] {why}", True
+        answer = json.loads(line)
+        return answer["log"], not answer["success"]
+
+    def stop(self) -> None:
+        """Kill this worker and everything its kernels left running."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+        sweep_sandbox_users()
+
+    def close(self) -> None:
+        """Let an idle worker finish on its own (end of input), or stop it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        self.process = None
 
 
-def _events(autograded: Path, name: str) -> list[str]:
-    """What the executor recorded while grading notebook ``name`` (crashes, timeouts, caps)."""
+def _grading_record(autograded: Path, name: str) -> dict | None:
+    """What the executor recorded in notebook ``name``; None if it was not completely graded.
+
+    nbgrader writes the autograded notebook only after every step, scoring included, so the
+    executor's record in it proves that this grading finished (a killed one leaves none).
+    """
     try:
-        meta = nbformat.read(autograded / f"{name}.ipynb", as_version=4).metadata.get(METADATA_KEY, {})
+        return nbformat.read(autograded / f"{name}.ipynb", as_version=4).metadata.get(METADATA_KEY)
     except (OSError, ValueError):
-        return []
+        return None
+
+
+def _events(name: str, record: dict) -> list[str]:
+    """The executor's events (crashes, timeouts, truncated output) as reason lines."""
     lines = []
-    for event in meta.get("events", []):
+    for event in record.get("events", []):
         where = f"cell {event['cell']}" + (f" [{event['grade_id']}]" if event.get("grade_id") else "")
         lines.append(f"{name}: {event['event']} in {where}")
     return lines
@@ -193,8 +231,8 @@ def _late(seconds: float) -> str:
 
 
 def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str, float],
-                  timeout_s: float, threads: int = 1, cell_timeout_s: float | None = None) -> GradeRow:
-    """Stage, autograde and read back one student's submission."""
+                  worker: GradingWorker, timeout_s: float) -> GradeRow:
+    """Stage, autograde (in ``worker``) and read back one student's submission."""
     start = time.perf_counter()
     max_total = sum(notebooks.values())
     staged = stage_submission(root, assignment, student, list(notebooks))
@@ -207,8 +245,9 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
             reason = f"no notebook of {assignment!r} found in submitted/{student}/{assignment}"
         return GradeRow(student, {nb: None for nb in notebooks}, max_total, "failed", reason,
                         seconds=time.perf_counter() - start, repairs=staged.notes)
-    log, crashed = _run_nbgrader(root, assignment, student, timeout_s, threads, cell_timeout_s)
     autograded = root / "autograded" / student / assignment
+    shutil.rmtree(autograded, ignore_errors=True)  # only this grading's results may count
+    log, crashed = worker.grade(student, timeout_s)
     (root / "autograded" / student).mkdir(parents=True, exist_ok=True)
     (root / "autograded" / student / f"{assignment}.autograde.log").write_text(log)
     events: list[str] = []
@@ -222,12 +261,12 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
                 scores[nb] = 0.0
                 problems.append(f"{nb}.ipynb missing (scored 0)")
                 continue
+            executed = _grading_record(autograded, nb)
             try:
                 record = gb.find_submission_notebook(nb, assignment, student)
-                graded = (autograded / f"{nb}.ipynb").is_file()
             except MissingEntry:
-                graded = False
-            if not graded:
+                executed = None
+            if executed is None:
                 scores[nb] = None
                 problems.append(f"{nb}.ipynb not graded: {_last_error(log)}")
                 continue
@@ -235,7 +274,7 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
             auto_score += float(record.code_score)
             auto_max += float(record.max_code_score)
             manual_pending += sum(1 for g in record.grades if g.needs_manual_grade)
-            events += _events(autograded, nb)
+            events += _events(nb, executed)
         try:
             late = gb.find_submission(assignment, student).total_seconds_late or 0.0
         except MissingEntry:
@@ -353,13 +392,20 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
             rows[student] = done
         else:
             todo.append((student, fingerprint))
+    idle: queue.Queue[GradingWorker] = queue.Queue()
+    for number in range(workers):
+        idle.put(GradingWorker(root, assignment, threads, cell_timeout_s,
+                               root / STAGING / f"worker-{number}.log"))
 
     def work(student: str, fingerprint: str) -> GradeRow:
+        worker = idle.get()
         try:
-            row = grade_student(root, assignment, student, notebooks, timeout_s, threads, cell_timeout_s)
+            row = grade_student(root, assignment, student, notebooks, worker, timeout_s)
         except Exception as exc:  # one student's failure must never stop the batch
             row = GradeRow(student, {nb: None for nb in notebooks}, sum(notebooks.values()), "failed",
                            f"grader error: {type(exc).__name__}: {exc}")
+        finally:
+            idle.put(worker)
         journal.record(row, fingerprint)
         return row
 
@@ -367,9 +413,13 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
         futures = [pool.submit(work, student, fingerprint) for student, fingerprint in todo]
         bar = tqdm(as_completed(futures), total=len(futures), desc="autograde", unit="student",
                    disable=not progress, initial=0)
-        for future in bar:
-            row = future.result()
-            rows[row.student_id] = row
+        try:
+            for future in bar:
+                row = future.result()
+                rows[row.student_id] = row
+        finally:
+            while not idle.empty():
+                idle.get().close()
     ordered = [rows[s] for s in students]
     write_grades_csv(ordered, list(notebooks), root / "grades.csv")
     if ordered:

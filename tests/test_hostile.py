@@ -239,3 +239,11 @@ def test_a_restarted_batch_regrades_only_what_is_unfinished(graded):
     assert log.stat().st_mtime_ns == stamp, "a finished student was graded again"
     assert again["honest"].autograded_score == 4
     assert set(again) == set(rows)
+
+
+def test_a_submission_over_its_time_limit_is_stopped_and_the_next_one_graded(graded):
+    root, _, _ = graded
+    rows = {r.student_id: r for r in grade_all(root, ASSIGNMENT, ["hang", "honest"], workers=1, progress=False,
+                                                  resume=False, timeout_s=10, cell_timeout_s=60)}
+    assert rows["hang"].status == "failed" and "took longer than 10 s" in rows["hang"].reason
+    assert rows["honest"].status == "graded" and rows["honest"].autograded_score == 4
