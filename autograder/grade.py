@@ -361,8 +361,9 @@ class Journal:
         self.entries[row.student_id] = json.loads(line)
 
 
-def warn_missing_protections(stream=sys.stderr) -> None:
-    """Say once, loudly, which protections this machine does not allow."""
+def warn_missing_protections(stream=None) -> None:
+    """Say once, loudly, which protections this machine does not allow (on stderr by default)."""
+    stream = stream or sys.stderr
     missing = detect_protections().missing()
     if missing:
         print("WARNING: grading without the full sandbox on this machine:", file=stream)
