@@ -27,7 +27,7 @@ from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets import Bool, Float, Integer, Unicode
 
 from autograder.sandbox import (Limits, Protections, claim_sandbox_uid, detect_protections, hidden_paths,
-                                kill_user_processes, launcher_command)
+                                kill_user_processes, launcher_prefix)
 
 REPO = Path(__file__).resolve().parent.parent
 METADATA_KEY = "acceleration_lab"
@@ -106,7 +106,7 @@ class SandboxedExecute(Execute):
         root = Path(self.course_root or os.getcwd())
         limits = Limits(self.memory_bytes, self.max_processes, self.file_size_bytes)
         hide = hidden_paths(root, REPO)
-        km.sandbox_wrap = launcher_command([], scratch, uid, hide, limits, self._protections)
+        km.sandbox_wrap = launcher_prefix(scratch, uid, hide, limits, self._protections)
         return km
 
     def _kernel_env(self, scratch: Path) -> dict[str, str]:

@@ -82,16 +82,28 @@ def _notebook_text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
-def check_no_hidden_tests(nb: nbformat.NotebookNode, source: nbformat.NotebookNode) -> None:
-    """Raise ``FeedbackLeak`` if any hidden-test line of ``source`` appears in ``nb``."""
-    hidden = protected_lines(source, kinds=("HIDDEN TESTS",), min_length=12)
+def check_no_hidden_tests(nb: nbformat.NotebookNode, hidden: set[str]) -> None:
+    """Raise ``FeedbackLeak`` if any of the ``hidden`` test lines appears in ``nb``."""
     shown = {line.strip() for line in _notebook_text(nb).splitlines()}
     leaked = sorted(hidden & shown)
     if leaked:
         raise FeedbackLeak(f"feedback would show hidden test lines: {leaked[:3]}")
 
 
-def write_feedback(root: Path, assignment: str, student: str, exporter: HTMLExporter) -> list[Path]:
+def load_given(root: Path, assignment: str) -> dict[str, tuple[nbformat.NotebookNode, set[str]]]:
+    """Notebook name -> (released notebook, its hidden-test lines), read once per batch."""
+    given = {}
+    for released_path in sorted((root / "release" / assignment).glob("*.ipynb")):
+        source_path = root / "source" / assignment / released_path.name
+        if source_path.exists():
+            hidden = protected_lines(nbformat.read(source_path, as_version=4), kinds=("HIDDEN TESTS",),
+                                     min_length=12)
+            given[released_path.stem] = (nbformat.read(released_path, as_version=4), hidden)
+    return given
+
+
+def write_feedback(root: Path, assignment: str, student: str, exporter: HTMLExporter,
+                   given: dict[str, tuple[nbformat.NotebookNode, set[str]]]) -> list[Path]:
     """Write one HTML file per autograded notebook of ``student``; returns the files written."""
     autograded_dir = root / "autograded" / student / assignment
     out_dir = root / "feedback" / student / assignment
@@ -99,18 +111,16 @@ def write_feedback(root: Path, assignment: str, student: str, exporter: HTMLExpo
     with Gradebook(gradebook_url(root)) as gb:
         for nb_path in sorted(autograded_dir.glob("*.ipynb")):
             name = nb_path.stem
-            released_path = root / "release" / assignment / nb_path.name
-            source_path = root / "source" / assignment / nb_path.name
-            if not released_path.exists() or not source_path.exists():
+            if name not in given:
                 continue  # not a notebook of this assignment (a student's extra file)
+            released, hidden = given[name]
             try:
                 record = gb.find_submission_notebook(name, assignment, student)
             except MissingEntry:
                 continue
             grades = {g.name: g for g in record.grades}
-            nb = sanitise(nbformat.read(nb_path, as_version=4),
-                          nbformat.read(released_path, as_version=4), grades)
-            check_no_hidden_tests(nb, nbformat.read(source_path, as_version=4))
+            nb = sanitise(nbformat.read(nb_path, as_version=4), released, grades)
+            check_no_hidden_tests(nb, hidden)
             summary = (f"# Feedback: {name}\n\nStudent **{html.escape(student)}**, assignment "
                        f"**{assignment}**: {record.score:g} / {record.max_score:g} points"
                        + (" (written answers still to be graded)" if record.needs_manual_grade else "")
@@ -132,11 +142,12 @@ def generate_feedback(root: Path, assignment: str, students: list[str] | None = 
     could not be written; one student's problem never stops the others.
     """
     exporter = HTMLExporter(template_name="lab")
+    given = load_given(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
     written, errors = {}, {}
     for student in tqdm(students, desc="feedback", unit="student", disable=not progress):
         try:
-            written[student] = write_feedback(root, assignment, student, exporter)
+            written[student] = write_feedback(root, assignment, student, exporter, given)
         except Exception as exc:
             errors[student] = f"{type(exc).__name__}: {exc}"
     return written, errors

@@ -129,14 +129,21 @@ def stage_submission(root: Path, assignment: str, student: str, notebooks: list[
     return Staged(set(chosen) - set(problems), problems, notes)
 
 
-def submission_fingerprint(root: Path, assignment: str, student: str) -> str:
-    """Hash of the submitted files and the release: a change in either means regrading."""
-    digest = hashlib.sha256()
-    for folder in (root / "submitted" / student / assignment, root / "release" / assignment):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(str(path.relative_to(folder)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+def folder_digest(folder: Path, digest=None):
+    """``digest`` (a new sha256 by default) updated with every file's path and bytes in ``folder``."""
+    digest = digest or hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest
+
+
+def submission_fingerprint(root: Path, assignment: str, student: str, release_digest) -> str:
+    """Hash of the submitted files and the release: a change in either means regrading.
+
+    ``release_digest`` is ``folder_digest`` of the release, computed once per batch.
+    """
+    return folder_digest(root / "submitted" / student / assignment, release_digest.copy()).hexdigest()
 
 
 # -- one student ----------------------------------------------------------------------------
@@ -386,8 +393,9 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
         warn_missing_protections()
     rows: dict[str, GradeRow] = {}
     todo: list[tuple[str, str]] = []
+    release_digest = folder_digest(root / "release" / assignment)
     for student in students:
-        fingerprint = submission_fingerprint(root, assignment, student)
+        fingerprint = submission_fingerprint(root, assignment, student, release_digest)
         done = journal.finished(student, fingerprint) if resume else None
         if done is not None:
             rows[student] = done

@@ -19,6 +19,7 @@ from nbgrader.apps import NbGraderAPI
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.build import REPO
+from autograder.grade import gradebook_url
 
 
 def make_api(root: Path, submitted_directory: str, cell_timeout_s: float | None) -> NbGraderAPI:
@@ -26,7 +27,7 @@ def make_api(root: Path, submitted_directory: str, cell_timeout_s: float | None)
     config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config()
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.submitted_directory = submitted_directory
-    config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}?timeout=120"
+    config.CourseDirectory.db_url = f"{gradebook_url(root)}?timeout=120"  # parallel workers wait, not fail
     config.SandboxedExecute.course_root = str(root)
     if cell_timeout_s:
         config.SandboxedExecute.timeout = int(cell_timeout_s)

@@ -134,9 +134,9 @@ def hidden_paths(*roots: Path) -> list[Path]:
     return sorted(p for p in resolved if not any(other in p.parents for other in resolved))
 
 
-def launcher_command(kernel_cmd: list[str], scratch: Path, uid: int | None, hide: list[Path],
-                     limits: Limits, protections: Protections) -> list[str]:
-    """The command that starts ``kernel_cmd`` inside the sandbox."""
+def launcher_prefix(scratch: Path, uid: int | None, hide: list[Path], limits: Limits,
+                    protections: Protections) -> list[str]:
+    """The command to put before a kernel's command line to start that kernel in the sandbox."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--scratch", str(scratch),
            "--memory", str(limits.memory_bytes), "--processes", str(limits.processes),
            "--file-size", str(limits.file_size_bytes)]
@@ -146,7 +146,7 @@ def launcher_command(kernel_cmd: list[str], scratch: Path, uid: int | None, hide
         cmd += [arg for path in hide for arg in ("--hide", str(path))]
     if protections.no_network:
         cmd += ["--no-network"]
-    return cmd + ["--", *kernel_cmd]
+    return cmd + ["--"]
 
 
 def _libc():
