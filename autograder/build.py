@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
+from jupyter_client.manager import AsyncKernelManager
 import nbformat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +45,16 @@ def tool_environment(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("JUPYTER_CONFIG_PATH", "")]))
     return env
+
+
+def ipc_kernel_manager(folder: Path) -> AsyncKernelManager:
+    """A kernel manager whose kernel talks over socket files in ``folder``, not TCP ports.
+
+    With TCP, kernels started at the same moment can pick the same free port and one dies
+    ("Address already in use"); socket files cannot collide. A client given this manager must
+    set ``owns_km = True`` or nbclient leaves the kernel running.
+    """
+    return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel"))
 
 
 class BuildError(Exception):

@@ -23,7 +23,7 @@ from nbgrader.preprocessors import ClearSolutions
 from nbgrader.utils import determine_grade
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.build import QUIET_KERNEL, REPO, copy_helper_files, tool_environment, is_autograded_test, module_notebooks, nbgrader_meta, read_module
+from autograder.build import QUIET_KERNEL, REPO, copy_helper_files, ipc_kernel_manager, tool_environment, is_autograded_test, module_notebooks, nbgrader_meta, read_module
 from autograder.mutation import Mutant, apply_mutant
 
 MODULES = REPO / "modules"
@@ -98,8 +98,10 @@ def grade_notebook(nb: nbformat.NotebookNode, helpers_dir: Path) -> Scores:
         workdir = Path(tmp) / "work"
         copy_helper_files(helpers_dir, workdir)
         env = tool_environment(NBGRADER_EXECUTION="autograde")
-        client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", extra_arguments=QUIET_KERNEL, allow_errors=True,
+        client = NotebookClient(nb, km=ipc_kernel_manager(workdir), timeout=CELL_TIMEOUT_S,
+                                extra_arguments=QUIET_KERNEL, allow_errors=True,
                                 resources={"metadata": {"path": str(workdir)}})
+        client.owns_km = True  # shut the kernel down when done
         client.execute(env=env, cwd=str(workdir))
     cells, errors = {}, []
     for index, cell in enumerate(nb.cells):

@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-from autograder.build import QUIET_KERNEL, REPO, BuildError, tool_environment
+from autograder.build import QUIET_KERNEL, REPO, BuildError, ipc_kernel_manager, tool_environment
 
 
 def execute_in_order(notebooks: list[Path], graded_sizes: bool) -> list[tuple[nbformat.NotebookNode, float]]:
@@ -35,8 +35,9 @@ def execute_in_order(notebooks: list[Path], graded_sizes: bool) -> list[tuple[nb
                         ignore=shutil.ignore_patterns("__pycache__", "measurements", ".ipynb_checkpoints"))
         for path in notebooks:
             nb = nbformat.read(path, as_version=4)
-            client = NotebookClient(nb, timeout=600, kernel_name="python3", extra_arguments=QUIET_KERNEL,
+            client = NotebookClient(nb, km=ipc_kernel_manager(workdir), timeout=600, extra_arguments=QUIET_KERNEL,
                                     resources={"metadata": {"path": str(workdir)}})
+            client.owns_km = True  # shut the kernel down when done
             start = time.perf_counter()
             try:
                 client.execute(env=env, cwd=str(workdir))
