@@ -31,7 +31,33 @@ from autograder.sandbox import (Limits, Protections, claim_sandbox_uid, detect_p
 
 REPO = Path(__file__).resolve().parent.parent
 METADATA_KEY = "acceleration_lab"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 SANDBOX_OFF = Protections(False, False, False, ("the sandbox is turned off (SandboxedExecute.sandbox = False)",))
+
+
+def sandbox_env(scratch: Path, **extra: str) -> dict[str, str]:
+    """Environment for student code: its home in ``scratch``, grading mode on, no API tokens."""
+    env = dict(os.environ, HOME=str(scratch), IPYTHONDIR=str(scratch / ".ipython"),
+               MPLCONFIGDIR=str(scratch / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(scratch / ".runtime"),
+               NBGRADER_EXECUTION="autograde", **extra)
+    for secret in ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN"):
+        env.pop(secret, None)
+    return env
+
+
+def prepare_scratch(source_dir: Path, uid: int | None) -> Path:
+    """A private folder with the submission's files (not its notebooks), owned by ``uid``."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"acclab-scratch-{uid or 'me'}-"))
+    shutil.copytree(source_dir, scratch, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.ipynb", "*.log", ".ipynb_checkpoints"))
+    cache = Path.home() / ".cache" / "matplotlib"
+    if cache.is_dir():  # a warm font cache saves seconds per kernel start
+        shutil.copytree(cache, scratch / ".matplotlib", dirs_exist_ok=True)
+    if uid is not None:
+        for path in [scratch, *scratch.rglob("*")]:
+            os.chown(path, uid, uid, follow_symlinks=False)
+    os.chmod(scratch, 0o700)
+    return scratch
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -109,27 +135,6 @@ class SandboxedExecute(Execute):
         km.sandbox_wrap = launcher_prefix(scratch, uid, hide, limits, self._protections)
         return km
 
-    def _kernel_env(self, scratch: Path) -> dict[str, str]:
-        env = dict(os.environ, HOME=str(scratch), IPYTHONDIR=str(scratch / ".ipython"),
-                   MPLCONFIGDIR=str(scratch / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(scratch / ".runtime"),
-                   NBGRADER_EXECUTION="autograde", MPLBACKEND="module://matplotlib_inline.backend_inline")
-        for secret in ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN"):
-            env.pop(secret, None)
-        return env
-
-    def _prepare_scratch(self, source_dir: Path, uid: int | None) -> Path:
-        scratch = Path(tempfile.mkdtemp(prefix=f"acclab-scratch-{uid or 'me'}-"))
-        shutil.copytree(source_dir, scratch, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.ipynb", "*.log", ".ipynb_checkpoints"))
-        cache = Path.home() / ".cache" / "matplotlib"
-        if cache.is_dir():  # a warm font cache saves seconds per kernel start
-            shutil.copytree(cache, scratch / ".matplotlib", dirs_exist_ok=True)
-        if uid is not None:
-            for path in [scratch, *scratch.rglob("*")]:
-                os.chown(path, uid, uid, follow_symlinks=False)
-        os.chmod(scratch, 0o700)
-        return scratch
-
     def _run_cells(self, cells: list[int], replay: list[int], scratch: Path, uid: int | None,
                    deadline: float) -> int | None:
         """Run ``cells`` after silently replaying ``replay``; the index that killed the kernel."""
@@ -137,7 +142,7 @@ class SandboxedExecute(Execute):
         self.owns_km = True
         current = None
         try:
-            with self.setup_kernel(env=self._kernel_env(scratch), cwd=str(scratch)):
+            with self.setup_kernel(env=sandbox_env(scratch, MPLBACKEND=INLINE_BACKEND), cwd=str(scratch)):
                 self.wait_for_reply(self.kc.kernel_info())
                 for index in replay:  # nbclient stores the executed cell back: keep the original
                     current, original = index, self.nb.cells[index]
@@ -174,7 +179,7 @@ class SandboxedExecute(Execute):
 
     def _preprocess_as(self, nb, uid: int | None):
         source_dir = Path(self.resources.get("metadata", {}).get("path") or os.getcwd())
-        scratch = self._prepare_scratch(source_dir, uid)
+        scratch = prepare_scratch(source_dir, uid)
         events: list[dict] = []
         code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
         done: list[int] = []

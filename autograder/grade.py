@@ -31,9 +31,11 @@ from tqdm import tqdm
 
 from autograder.build import REPO, tool_environment
 from autograder.execute import METADATA_KEY
-from autograder.report import write_summary
+from autograder.integrity import integrity_lines, prepare_reference, reference_path
+from autograder.report import write_integrity_reports, write_summary
 from autograder.repair import match_notebook_name, read_notebook, repair_notebook
 from autograder.sandbox import detect_protections, sweep_sandbox_users
+from autograder.verify import CHECKS_ROOT
 
 STATUSES = ("graded", "partial", "failed")
 STAGING = ".grading"
@@ -53,6 +55,8 @@ class GradeRow:
     autograded_max: float = 0.0
     seconds: float = 0.0
     repairs: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)       # for the instructor's review
+    overrides: list[str] = field(default_factory=list)   # cells where the outside verdict replaced nbgrader's
 
     @property
     def total(self) -> float:
@@ -126,7 +130,19 @@ def stage_submission(root: Path, assignment: str, student: str, notebooks: list[
         repaired, repairs = repair_notebook(submitted, nbformat.read(released_dir / f"{name}.ipynb", as_version=4))
         notes += [f"{name}: {line}" for line in repairs]
         nbformat.write(repaired, target / f"{name}.ipynb")
+    notes += restore_released_files(released_dir, target)
     return Staged(set(chosen) - set(problems), problems, notes)
+
+
+def restore_released_files(released_dir: Path, target: Path) -> list[str]:
+    """Put the release's helper files (not notebooks) into ``target``; a note for each one changed."""
+    notes = []
+    for path in sorted(p for p in released_dir.iterdir() if p.is_file() and p.suffix != ".ipynb"):
+        copy = target / path.name
+        if copy.is_file() and copy.read_bytes() != path.read_bytes():
+            notes.append(f"{path.name} differed from the release's copy: the release's was used")
+        shutil.copy2(path, copy)
+    return notes
 
 
 def folder_digest(folder: Path, digest=None):
@@ -161,10 +177,12 @@ class GradingWorker:
     Importing nbgrader costs about 3 s; one process per worker pays it once, not per student.
     """
 
-    def __init__(self, root: Path, assignment: str, threads: int, cell_timeout_s: float | None, log: Path):
+    def __init__(self, root: Path, assignment: str, threads: int, cell_timeout_s: float | None, log: Path,
+                 reference: Path | None = None):
         self.command = [sys.executable, "-m", "autograder.grade_worker", f"--root={root}",
                         f"--assignment={assignment}", f"--submitted-directory={STAGING}/submitted",
-                        *([f"--cell-timeout={cell_timeout_s:g}"] if cell_timeout_s else [])]
+                        *([f"--cell-timeout={cell_timeout_s:g}"] if cell_timeout_s else []),
+                        *([f"--reference={reference}"] if reference else [])]
         blas = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         self.env, self.root, self.log = tool_environment(**blas), root, log
         self.process: subprocess.Popen | None = None
@@ -175,8 +193,9 @@ class GradingWorker:
             return subprocess.Popen(self.command, cwd=self.root, env=self.env, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
 
-    def grade(self, student: str, timeout_s: float) -> tuple[str, bool]:
-        """Autograde ``student``; returns nbgrader's log and whether grading failed."""
+    def grade(self, student: str, timeout_s: float) -> tuple[str, bool, dict]:
+        """Autograde ``student``; returns nbgrader's log, whether grading failed, and the worker's
+        whole answer (with the outside check's results)."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
         self.process.stdin.write(student + "\n")
@@ -187,9 +206,9 @@ class GradingWorker:
             self.stop()
             why = (f"grading stopped: the submission took longer than {timeout_s:.0f} s" if not ready
                    else f"the grading process died (see {self.log})")
-            return f"[ERROR] {why}", True
+            return f"[ERROR] {why}", True, {}
         answer = json.loads(line)
-        return answer["log"], not answer["success"]
+        return answer["log"], not answer["success"], answer
 
     def stop(self) -> None:
         """Kill this worker and everything its kernels left running."""
@@ -254,7 +273,10 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
                         seconds=time.perf_counter() - start, repairs=staged.notes)
     autograded = root / "autograded" / student / assignment
     shutil.rmtree(autograded, ignore_errors=True)  # only this grading's results may count
-    log, crashed = worker.grade(student, timeout_s)
+    log, crashed, answer = worker.grade(student, timeout_s)
+    flags, overrides = integrity_lines(answer.get("verification", {}), staged.notes)
+    if answer.get("verification_error"):
+        flags.append(f"outside check failed: {answer['verification_error']}; in-kernel scores kept")
     (root / "autograded" / student).mkdir(parents=True, exist_ok=True)
     (root / "autograded" / student / f"{assignment}.autograde.log").write_text(log)
     events: list[str] = []
@@ -291,6 +313,10 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
     details = events + ([_late(late)] if late > 0 else [])
     if manual_pending:
         details.append(f"{manual_pending} written answer(s) await manual grading")
+    if overrides:
+        details.append(f"outside check overrode {len(overrides)} test cell(s)")
+    if flags or overrides:
+        details.append(f"integrity report: reports/integrity/{student}.txt")
     if not any(score is not None for nb, score in scores.items() if nb in staged.present):
         status = "failed"
     elif problems:
@@ -298,14 +324,14 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
     else:
         status = "graded"
     return GradeRow(student, scores, max_total, status, "; ".join(problems + details), manual_pending,
-                    auto_score, auto_max, time.perf_counter() - start, staged.notes)
+                    auto_score, auto_max, time.perf_counter() - start, staged.notes, flags, overrides)
 
 
 # -- the batch ------------------------------------------------------------------------------
 def csv_columns(notebooks: list[str]) -> list[str]:
     """The columns of ``grades.csv``: one score column per notebook, then the totals."""
     return ["student_id", *notebooks, "total", "max_total", "status", "reason", "manual_pending",
-            "autograded_score", "autograded_max"]
+            "autograded_score", "autograded_max", "outside_overrides", "integrity_flags"]
 
 
 def write_grades_csv(rows: list[GradeRow], notebooks: list[str], path: Path) -> None:
@@ -329,7 +355,8 @@ def write_grades_csv(rows: list[GradeRow], notebooks: list[str], path: Path) -> 
             "student_id": row.student_id, **scores, "total": f"{row.total:g}",
             "max_total": f"{row.max_total:g}", "status": row.status, "reason": row.reason,
             "manual_pending": str(row.manual_pending),
-            "autograded_score": f"{row.autograded_score:g}", "autograded_max": f"{row.autograded_max:g}"}
+            "autograded_score": f"{row.autograded_score:g}", "autograded_max": f"{row.autograded_max:g}",
+            "outside_overrides": str(len(row.overrides)), "integrity_flags": str(len(row.flags))}
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -381,8 +408,13 @@ def warn_missing_protections(stream=None) -> None:
 
 def grade_all(root: Path, assignment: str, students: list[str] | None = None, workers: int | None = None,
               timeout_s: float = 900.0, progress: bool = True, resume: bool = True,
-              cell_timeout_s: float | None = None) -> list[GradeRow]:
-    """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``."""
+              cell_timeout_s: float | None = None, verify: bool = True,
+              checks_root: Path = CHECKS_ROOT) -> list[GradeRow]:
+    """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``.
+
+    With ``verify`` (the default) every test cell that has a probe in ``checks_root`` is scored
+    by the outside check (``autograder.integrity``), against the reference run once per batch.
+    """
     start = time.perf_counter()
     notebooks = assignment_notebooks(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
@@ -401,10 +433,17 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
             rows[student] = done
         else:
             todo.append((student, fingerprint))
+    reference = None
+    if verify and todo:
+        key = prepare_reference(root, assignment, checks_root)
+        reference = reference_path(root, assignment)
+        for name in key["unchecked"]:
+            print(f"warning: {name} has no outside checks in {checks_root / assignment}: its in-kernel "
+                  f"scores stand", file=sys.stderr)
     idle: queue.Queue[GradingWorker] = queue.Queue()
     for number in range(workers):
         idle.put(GradingWorker(root, assignment, threads, cell_timeout_s,
-                               root / STAGING / f"worker-{number}.log"))
+                               root / STAGING / f"worker-{number}.log", reference))
 
     def work(student: str, fingerprint: str) -> GradeRow:
         worker = idle.get()
@@ -433,6 +472,7 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
     write_grades_csv(ordered, list(notebooks), root / "grades.csv")
     if ordered:
         write_summary(ordered, root / "reports", assignment, time.perf_counter() - start)
+        write_integrity_reports(ordered, root / "reports", assignment)
     return ordered
 
 

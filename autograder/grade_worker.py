@@ -2,7 +2,9 @@
 
 The batch grader (autograder/grade.py) starts one per parallel worker and writes student ids to
 its stdin, one per line; the worker answers each with one JSON line
-``{"student", "success", "log"}``. The answers go to a private copy of the original stdout: file
+``{"student", "success", "log", "verification"}``. With ``--reference`` (the batch's answer key
+from ``autograder.integrity.prepare_reference``) each graded submission is then checked from
+outside (``autograder.integrity.verify_submission``), which may change its gradebook scores. The answers go to a private copy of the original stdout: file
 descriptor 1 is pointed at stderr before anything runs, so nothing a kernel or a library prints
 can be mistaken for an answer. If a submission takes too long, the batch grader kills this
 process (and whatever the sandbox user still runs) and starts a new one.
@@ -20,6 +22,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.build import REPO
 from autograder.grade import gradebook_url
+from autograder.integrity import verify_submission
 
 
 def make_api(root: Path, submitted_directory: str, cell_timeout_s: float | None) -> NbGraderAPI:
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assignment", required=True)
     parser.add_argument("--submitted-directory", required=True)
     parser.add_argument("--cell-timeout", type=float, default=None)
+    parser.add_argument("--reference", type=Path, default=None, help="answer key: check each submission outside")
     args = parser.parse_args(argv)
+    key = json.loads(args.reference.read_text()) if args.reference else None
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # not inherited by kernels (PEP 446)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -51,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result = api.autograde(args.assignment, student, force=True, create=True)
         log = result.get("log", "") + (f"\n[ERROR] {result['error']}" if result.get("error") else "")
-        answers.write(json.dumps({"student": student, "success": bool(result.get("success")), "log": log}) + "\n")
+        answer = {"student": student, "success": bool(result.get("success")), "log": log, "verification": {}}
+        if key is not None:
+            try:
+                answer["verification"] = verify_submission(args.root.resolve(), args.assignment, student, key)
+            except Exception as exc:  # reported in the student's row; the batch goes on
+                answer["verification_error"] = f"{type(exc).__name__}: {exc}"
+        answers.write(json.dumps(answer) + "\n")
     return 0
 
 

@@ -48,3 +48,31 @@ def write_summary(rows, out_dir: Path, assignment: str, batch_seconds: float) ->
     fig.savefig(out_dir / f"{assignment}-scores.png", dpi=100)
     plt.close(fig)
     return text
+
+
+def write_integrity_reports(rows, out_dir: Path, assignment: str) -> Path:
+    """Write ``integrity/<student>.txt`` for each submission with flags or overridden cells, and
+    ``<assignment>-integrity.txt`` listing them; returns the list's path.
+
+    Flags are for review: they never change a score. Overrides are cells where the outside
+    check's verdict replaced the in-kernel test's (the score in grades.csv is the outside one).
+    """
+    folder = out_dir / "integrity"
+    folder.mkdir(parents=True, exist_ok=True)
+    flagged = [r for r in rows if r.flags or r.overrides]
+    for stale in folder.glob("*.txt"):
+        if stale.stem in {r.student_id for r in rows} and stale.stem not in {r.student_id for r in flagged}:
+            stale.unlink()  # regraded and now clean
+    for row in flagged:
+        lines = [f"{row.student_id}: {len(row.overrides)} cell(s) scored by the outside check differently "
+                 f"from the in-kernel test, {len(row.flags)} flag(s)"]
+        lines += [f"override: {line}" for line in row.overrides]
+        lines += [f"flag: {line}" for line in row.flags]
+        (folder / f"{row.student_id}.txt").write_text("\n".join(lines) + "\n")
+    summary = out_dir / f"{assignment}-integrity.txt"
+    lines = [f"assignment {assignment}: {len(flagged)} of {len(rows)} submissions to review "
+             f"(flags never change a score; overrides are already in grades.csv)"]
+    lines += [f"{r.student_id}: {len(r.overrides)} override(s), {len(r.flags)} flag(s): "
+              + "; ".join((r.overrides + r.flags)[:3]) for r in flagged]
+    summary.write_text("\n".join(lines) + "\n")
+    return summary
