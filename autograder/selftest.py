@@ -1,15 +1,19 @@
 """Prove the tests: the reference scores full marks, the untouched release scores zero on every
 autograded cell, and every known-wrong variant (mutant) loses points.
 
-Each variant is executed the way ``nbgrader autograde`` executes a submission (a fresh kernel,
-``NBGRADER_EXECUTION=autograde``, errors allowed, hidden tests present) and each grade cell is
-scored with nbgrader's own ``determine_grade``.
+Each variant is graded as a submission is: executed the way ``nbgrader autograde`` executes it
+(a fresh kernel, ``NBGRADER_EXECUTION=autograde``, errors allowed, hidden tests present) and
+scored with nbgrader's own ``determine_grade``; then every test cell with a probe is scored by
+the outside check (``autograder.verify``) against the reference, and that score counts. Both
+must agree for the reference and the release; a mutant must lose points on the score that counts.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -25,10 +29,13 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.build import QUIET_KERNEL, REPO, copy_helper_files, ipc_kernel_manager, tool_environment, is_autograded_test, module_notebooks, nbgrader_meta, read_module
 from autograder.mutation import Mutant, apply_mutant
+from autograder.verify import (CHECKS_ROOT, DRIVER, PROBEKIT, Outcome, checks_file, judge_cells, probe_names,
+                               reference_problems, run_checks)
 
 MODULES = REPO / "modules"
 MUTANTS_DIR = REPO / "tests" / "mutants"
 CELL_TIMEOUT_S = 60
+SEED = int(os.environ.get("ACCELERATION_LAB_SELFTEST_SEED", "2026"))  # any seed must pass; CI uses this one
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Scores:
 
     cells: dict[str, tuple[float, float]]
     errors: tuple[str, ...] = ()
+    in_kernel: dict[str, float] | None = None   # nbgrader's scores, where the outside check overrode them
+    flags: tuple[str, ...] = ()
 
     @property
     def total(self) -> float:
@@ -53,6 +62,15 @@ class Scores:
     def earned(self) -> list[str]:
         """Grade ids that scored more than zero."""
         return [gid for gid, (score, _) in self.cells.items() if score > 0]
+
+    def in_kernel_total(self) -> float:
+        kernel = self.in_kernel or {}
+        return sum(kernel.get(gid, score) for gid, (score, _) in self.cells.items())
+
+    def disagreements(self) -> list[str]:
+        """Grade ids where nbgrader's in-kernel score and the outside verdict differ."""
+        kernel = self.in_kernel or {}
+        return [gid for gid, (score, _) in self.cells.items() if gid in kernel and kernel[gid] != score]
 
 
 def find_module(name: str, assignment: str = "acceleration") -> Path:
@@ -114,6 +132,47 @@ def grade_notebook(nb: nbformat.NotebookNode, helpers_dir: Path) -> Scores:
     return Scores(cells, tuple(errors))
 
 
+def reference_observations(name: str, assignment: str = "acceleration", seed: int = SEED) -> dict:
+    """The reference solution's probe observations for ``seed`` (cached on disk by content).
+
+    Raises ValueError if the reference fails its own outside checks.
+    """
+    path = find_module(name, assignment)
+    checks = checks_file(name, assignment, CHECKS_ROOT).read_text()
+    digest = hashlib.sha256()
+    for part in (path.read_bytes(), checks.encode(), DRIVER.read_bytes(), PROBEKIT.read_bytes(), str(seed).encode()):
+        digest.update(part)
+    cache = Path(tempfile.gettempdir()) / f"acceleration-lab-reference-{name}-{digest.hexdigest()[:16]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    outcome = run_checks(read_module(path), checks, seed, path.parent, sandbox=False)
+    problems = reference_problems(outcome, probe_names(checks))
+    if problems:
+        raise ValueError(f"the reference of {name} fails its outside checks: {'; '.join(problems[:5])}")
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(outcome.observations))
+    partial.replace(cache)
+    return outcome.observations
+
+
+def outside_scores(name: str, nb: nbformat.NotebookNode, in_kernel: Scores, assignment: str = "acceleration",
+                   seed: int = SEED) -> Scores:
+    """``in_kernel`` with every cell that has a probe scored by the outside check instead."""
+    path = find_module(name, assignment)
+    checks_path = checks_file(name, assignment, CHECKS_ROOT)
+    if not checks_path.is_file():
+        return in_kernel
+    reference = reference_observations(name, assignment, seed)
+    outcome: Outcome = run_checks(nb, checks_path.read_text(), seed, path.parent, sandbox=False)
+    verdicts = judge_cells(reference, outcome)
+    cells = dict(in_kernel.cells)
+    for grade_id, verdict in verdicts.items():
+        maximum = cells[grade_id][1]
+        cells[grade_id] = (maximum if verdict.passed else 0.0, maximum)
+    kernel = {gid: in_kernel.cells[gid][0] for gid in verdicts}
+    return Scores(cells, in_kernel.errors, kernel, tuple(outcome.flags))
+
+
 def grade_variant(name: str, variant: str, assignment: str = "acceleration") -> Scores:
     """Grade one variant of notebook ``name``: ``"reference"``, ``"release"`` or a mutant name."""
     path = find_module(name, assignment)
@@ -125,7 +184,8 @@ def grade_variant(name: str, variant: str, assignment: str = "acceleration") -> 
         if variant not in mutants:
             raise SystemExit(f"error: {name} has no mutant {variant!r} (known: {', '.join(mutants)})")
         nb = apply_mutant(nb, mutants[variant])
-    return grade_notebook(nb, path.parent)
+    unexecuted = copy.deepcopy(nb)
+    return outside_scores(name, unexecuted, grade_notebook(nb, path.parent), assignment)
 
 
 @dataclass(frozen=True)
@@ -140,14 +200,20 @@ class Verdict:
 def judge(name: str, variant: str, scores: Scores) -> Verdict:
     """Whether ``variant`` scored as it must, and one plain line saying so."""
     got = f"{scores.total:g}/{scores.max_total:g}"
+    if scores.in_kernel is not None:
+        got += f" (in-kernel {scores.in_kernel_total():g})"
     if not scores.cells:
         return Verdict(name, variant, scores, False, f"{name} {variant}: no autograded cells")
-    if variant == "reference":
-        ok = not scores.lost() and not scores.errors
-        detail = "" if ok else f"  lost: {', '.join(scores.lost())}  errors: {'; '.join(scores.errors)}"
-    elif variant == "release":
-        ok = not scores.earned()
-        detail = "" if ok else f"  passes without student code: {', '.join(scores.earned())}"
+    if variant in ("reference", "release"):
+        ok = not scores.disagreements() and not scores.flags
+        detail = "" if ok else (f"  outside check and in-kernel tests disagree on: {', '.join(scores.disagreements())}"
+                                + (f"  flags: {'; '.join(scores.flags)}" if scores.flags else ""))
+        if variant == "reference" and (scores.lost() or scores.errors):
+            ok = False
+            detail += f"  lost: {', '.join(scores.lost())}  errors: {'; '.join(scores.errors)}"
+        elif variant == "release" and scores.earned():
+            ok = False
+            detail += f"  passes without student code: {', '.join(scores.earned())}"
     else:
         ok = bool(scores.lost())
         detail = f"  lost: {', '.join(scores.lost())}" if ok else "  NOT CAUGHT: scores full marks"
@@ -192,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         score = f"{caught / len(mutants):.0%}" if mutants else "n/a (no mutants)"
         print(f"{name}: reference {'ok' if mine[0].ok else 'FAILED'}, release "
               f"{'ok' if mine[1].ok else 'FAILED'}, mutants caught {caught}/{len(mutants)} "
-              f"(mutation score {score})")
+              f"(mutation score {score}, outside check seed {SEED})")
     failed = [v for v in verdicts if not v.ok]
     no_mutants = [name for name in names if not load_mutants(name)]
     if no_mutants:

@@ -1,6 +1,7 @@
 """Shared fixtures: a small throwaway course for fast pipeline tests, and the built real one."""
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -57,6 +58,22 @@ def toy_module(**replace: str) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: full-size benchmarks and budgets (make bench)")
+
+
+MUTANT_CASES = re.compile(r"test_variant_scores_as_it_must\[(\d\d_[a-z0-9_]+)-(.+)\]$")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The mutation score per notebook, from the selftest cases that ran (as ``make selftest`` prints it)."""
+    caught: dict[str, list[bool]] = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            match = MUTANT_CASES.search(getattr(report, "nodeid", ""))
+            if match and report.when == "call" and match.group(2) not in ("reference", "release"):
+                caught.setdefault(match.group(1), []).append(outcome == "passed")
+    for notebook, results in sorted(caught.items()):
+        terminalreporter.write_line(f"{notebook}: mutants caught {sum(results)}/{len(results)} "
+                                    f"(mutation score {sum(results) / len(results):.0%})")
 
 
 @pytest.fixture

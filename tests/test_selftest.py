@@ -11,6 +11,7 @@ import pytest
 from autograder.build import module_notebooks, nbgrader_meta, read_module
 from autograder.mutation import Mutant, MutantError, apply_mutant
 from autograder.selftest import MODULES, grade_variant, judge, load_mutants
+from autograder.verify import checks_file, probe_names
 
 NOTEBOOKS = [path.stem for path in module_notebooks(MODULES / "acceleration")]
 CASES = [(name, variant) for name in NOTEBOOKS
@@ -34,6 +35,18 @@ def test_every_task_has_a_mutant_that_applies(notebook):
     assert not missing, f"{notebook}: tasks without a mutant: {sorted(missing)}"
     for mutant in mutants:
         apply_mutant(nb, mutant)  # raises if its text no longer matches the reference
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_test_cell_has_a_probe(notebook):
+    nb = read_module(MODULES / "acceleration" / f"{notebook}.py")
+    tests = {nbgrader_meta(c)["grade_id"] for c in nb.cells
+             if c.cell_type == "code" and nbgrader_meta(c).get("grade") and not nbgrader_meta(c).get("solution")}
+    path = checks_file(notebook, "acceleration")
+    assert path.is_file(), f"{notebook} has no outside checks: write {path}"
+    probes = set(probe_names(path.read_text()))
+    assert not tests - probes, f"{notebook}: test cells without a probe in {path}: {sorted(tests - probes)}"
+    assert not probes - tests, f"{notebook}: probes named after no test cell: {sorted(probes - tests)}"
 
 
 def test_mutant_must_match_exactly_once():
