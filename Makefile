@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv source release collect autograde feedback html demo test selftest bench bench-grading clean
+.PHONY: help venv source release collect autograde feedback leaderboard html demo test selftest bench bench-grading clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,9 @@ autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ and write grades
 
 feedback: $(STAMP)  ## per-student feedback HTML under feedback/, hidden tests removed
 	$(PY) -m autograder.feedback --assignment $(ASSIGNMENT)
+
+leaderboard: $(STAMP)  ## time graded students' kernels against this machine's BLAS and copy -> reports/leaderboard.html
+	$(PY) -m autograder.leaderboard --assignment $(ASSIGNMENT)
 
 html: release  ## reference notebooks executed and student notebooks rendered under site/
 	$(PY) -m autograder.site --assignment $(ASSIGNMENT)

@@ -3,6 +3,7 @@
 Everything happens under ``demo/``, a course of its own, so a real class's ``submitted/``,
 gradebook and ``grades.csv`` are never touched. The samples are the reference solution, the
 untouched release, and the reference with one known mistake per notebook (its first mutant).
+The reference's submission opts in to a nickname on the kernel leaderboard.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import nbformat
 from autograder.build import REPO, BuildError, build_release, nbgrader_meta
 from autograder.feedback import generate_feedback
 from autograder.grade import grade_all
+from autograder.leaderboard import KERNELS, NICKNAME_FILE, build_leaderboard
 from autograder.mutation import apply_mutant
 from autograder.selftest import load_mutants
 
@@ -63,6 +65,7 @@ def make_submissions(demo: Path, assignment: str) -> dict[str, list[str]]:
             folder = demo / "submitted" / student / assignment
             folder.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, folder / path.name)
+    (demo / "submitted" / STUDENTS[0] / assignment / NICKNAME_FILE).write_text("Reference Rabbit\n")
     return applied
 
 
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     applied = make_submissions(demo, args.assignment)
     rows = grade_all(demo, args.assignment, list(STUDENTS))
     _, feedback_errors = generate_feedback(demo, args.assignment, list(STUDENTS))
+    leaderboard, boards = build_leaderboard(demo, args.assignment, list(STUDENTS))
     notebooks = sorted(applied)
     width = max(len(s) for s in STUDENTS) + 2
     print()
@@ -95,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
               + (f" ({row.reason})" if row.status != "graded" else ""))
     mistakes = ", ".join(f"{nb[:2]}: {m[0]}" for nb, m in applied.items() if m)
     print(f"\ndemo-partly-wrong carries one known mistake per notebook ({mistakes}).")
-    print(f"grades: {demo / 'grades.csv'}   feedback: {demo / 'feedback'}   "
+    for kernel, entries in boards.items():
+        print(f"leaderboard {kernel}: " + ", ".join(
+            f"{e.shown_as} " + (f"#{e.rank} {100 * e.score:.0f}% of {KERNELS[kernel][1]}" if e.rank else e.status)
+            for e in entries))
+    print(f"grades: {demo / 'grades.csv'}   feedback: {demo / 'feedback'}   leaderboard: {leaderboard}   "
           f"took {time.perf_counter() - start:.0f} s")
     for student, message in feedback_errors.items():
         print(f"error: no feedback for {student}: {message}", file=sys.stderr)

@@ -93,8 +93,15 @@ def probe_names(source: str) -> list[str]:
             if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
 
 
+def _constants_only(node: ast.Assign | ast.AnnAssign) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+
+
 def definitions_only(source: str) -> bool:
-    """Whether a cell only imports and defines (no top-level call runs): safe and cheap to rerun."""
+    """Whether a cell only defines: imports, functions, classes, UPPER_CASE constants (whatever
+    they call) and other assignments that call nothing. Such cells are cheap to rerun; the
+    others are the notebook's experiments."""
     try:
         body = ast.parse(source).body
     except SyntaxError:
@@ -102,8 +109,8 @@ def definitions_only(source: str) -> bool:
     for node in body:
         if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
             continue
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and not any(
-                isinstance(sub, ast.Call) for sub in ast.walk(node.value)):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and (
+                _constants_only(node) or not any(isinstance(sub, ast.Call) for sub in ast.walk(node.value))):
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue
@@ -112,14 +119,15 @@ def definitions_only(source: str) -> bool:
 
 
 def verification_steps(nb: nbformat.NotebookNode, probes: list[str],
-                       released: nbformat.NotebookNode | None) -> list[Step]:
+                       released: nbformat.NotebookNode | None, run: list[str] | None = None) -> list[Step]:
     """The cells the check process runs, then one probe per test cell that has one.
 
     Test cells never run. nbgrader's locked cells (repaired from the release while staging) are
     given; solution cells are the student's. A plain cell counts as given only if the release
     has it word for word (``released=None``: every plain cell is the instructor's, as in a
     source notebook), and then runs only if it just imports and defines: the experiments are
-    left out. Any other plain cell is the student's own and runs.
+    left out. Any other plain cell is the student's own and runs. ``run`` names the probes to
+    call instead (the leaderboard's benchmarks).
     """
     instructor = None if released is None else {
         c.source for c in released.cells if c.cell_type == "code" and not nbgrader_meta(c)}
@@ -139,7 +147,8 @@ def verification_steps(nb: nbformat.NotebookNode, probes: list[str],
                 steps.append(Step(f"cell {index}", "given", cell.source))
         else:
             steps.append(Step(f"cell {index}", "student", cell.source))
-    return steps + [Step(grade_id, "probe") for grade_id in tests if grade_id in probes]
+    chosen = run if run is not None else [grade_id for grade_id in tests if grade_id in probes]
+    return steps + [Step(name, "probe") for name in chosen]
 
 
 # -- running the check process --------------------------------------------------------------
@@ -194,37 +203,39 @@ class _Process:
 def run_checks(nb: nbformat.NotebookNode, checks_source: str, seed: int, files_dir: Path,
                released: nbformat.NotebookNode | None = None, *, sandbox: bool = True,
                course_root: Path | None = None, limits: Limits = Limits(),
-               timeouts: Timeouts = Timeouts(), helpers: list[str] = ()) -> Outcome:
+               timeouts: Timeouts = Timeouts(), helpers: list[str] = (), run: list[str] | None = None,
+               env: dict[str, str] | None = None) -> Outcome:
     """Run the probes of ``checks_source`` against the code in ``nb``; see the module docstring.
 
     ``files_dir`` holds the files the notebook needs beside it (helper modules). A cell or probe
     that hangs or kills the process costs that step only: the process is started again, the
-    cells before it replayed, and the remaining steps run.
+    cells before it replayed, and the remaining steps run. ``run`` calls these probes instead of
+    the test cells' ones; ``env`` adds environment variables for the process.
     """
     start = time.monotonic()
     probes = probe_names(checks_source)
-    steps = verification_steps(nb, probes, released)
+    steps = verification_steps(nb, probes, released, run)
     protections = detect_protections() if sandbox else NO_SANDBOX
     outcome = Outcome()
     if protections.separate_user:
         with claim_sandbox_uid() as uid:
             _run(steps, checks_source, seed, files_dir, uid, protections, course_root, limits, timeouts,
-                 helpers, outcome)
+                 helpers, env or {}, outcome)
     else:
         _run(steps, checks_source, seed, files_dir, None, protections, course_root, limits, timeouts,
-             helpers, outcome)
+             helpers, env or {}, outcome)
     outcome.seconds = time.monotonic() - start
     return outcome
 
 
 def _run(steps: list[Step], checks_source: str, seed: int, files_dir: Path, uid: int | None,
          protections: Protections, course_root: Path | None, limits: Limits, timeouts: Timeouts,
-         helpers: list[str], outcome: Outcome) -> None:
+         helpers: list[str], extra_env: dict[str, str], outcome: Outcome) -> None:
     scratch = prepare_scratch(files_dir, uid)
     try:
         hide = hidden_paths(*(p for p in (course_root, REPO) if p is not None))
         command = [*launcher_prefix(scratch, uid, hide, limits, protections), sys.executable, "-c", BOOTSTRAP]
-        env = sandbox_env(scratch, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+        env = sandbox_env(scratch, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", **extra_env)
         kinds = {step.id: step.kind for step in steps}
         skip: set[str] = set()
         deadline = time.monotonic() + timeouts.total_s

@@ -154,3 +154,17 @@ def test_site_renders_every_notebook_with_plots(demo):
     assert with_plots, "no reference page shows a plot"
     student = (index.parent / "student" / next(iter(pages)).name).read_text()
     assert "NotImplementedError" in student and "BEGIN SOLUTION" not in student
+
+
+def test_demo_produces_the_leaderboard_without_touching_grades(demo):
+    folder, out = demo
+    page = (folder / "reports" / "leaderboard.html").read_text()
+    assert "Reference Rabbit" in page and "demo-reference" not in page, "the nickname replaces the id"
+    assert "demo-untouched" in page and "not run" in page
+    assert (folder / "reports" / "leaderboard.png").stat().st_size > 1000
+    assert re.search(r"^leaderboard matmul_blocked: ", out, re.M), out
+    grades, gradebook = (folder / "grades.csv").read_bytes(), (folder / "gradebook.db").read_bytes()
+    from autograder.leaderboard import build_leaderboard
+    _, boards = build_leaderboard(folder, ASSIGNMENT, ["demo-reference"])
+    assert boards["matmul_blocked"][0].status in ("ranked", "inconclusive")
+    assert (folder / "grades.csv").read_bytes() == grades and (folder / "gradebook.db").read_bytes() == gradebook
