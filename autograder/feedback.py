@@ -19,9 +19,13 @@ from nbgrader.api import Gradebook, MissingEntry
 from tqdm import tqdm
 
 from autograder.build import REPO, is_autograded_test, nbgrader_meta, protected_lines
+from autograder.execute import METADATA_KEY
 from autograder.grade import discover_students, gradebook_url
 
 HIDDEN_NOTE = "# Hidden tests ran here too; their code is not shown."
+OUTSIDE_NOTE = ("The grader also checks this task apart from your notebook, calling your functions on inputs "
+                "chosen at grading time; that check decides the score, and here it disagreed with the test "
+                "output above: {why}")
 
 
 class FeedbackLeak(RuntimeError):
@@ -47,6 +51,7 @@ def sanitise(autograded: nbformat.NotebookNode, released: nbformat.NotebookNode,
     """The autograded notebook as a student may see it, with a score under each graded cell."""
     nb = copy.deepcopy(autograded)
     released_cells = _grade_cells(released)
+    outside = nb.metadata.get(METADATA_KEY, {}).get("outside", {})
     cells = []
     for cell in nb.cells:
         meta = nbgrader_meta(cell)
@@ -65,7 +70,11 @@ def sanitise(autograded: nbformat.NotebookNode, released: nbformat.NotebookNode,
             cell.outputs = outputs
         cells.append(cell)
         if meta.get("grade"):
-            cells.append(nbformat.v4.new_markdown_cell(_score_line(grade_id, grades.get(grade_id))))
+            line = _score_line(grade_id, grades.get(grade_id))
+            verdict = outside.get(grade_id)
+            if verdict and verdict.get("in_kernel") is not None and float(verdict["in_kernel"]) != verdict["outside"]:
+                line += "\n\n> " + OUTSIDE_NOTE.format(why=html.escape(verdict.get("why") or "no detail"))
+            cells.append(nbformat.v4.new_markdown_cell(line))
     nb.cells = cells
     return nb
 

@@ -1,8 +1,9 @@
 """Seconds per submission: plain ``nbgrader autograde`` vs this grader, serial and parallel.
 
-Builds a scratch course with N copies of the reference solution and grades it three ways:
+Builds a scratch course with N copies of the reference solution and grades it four ways:
 nbgrader's own autograde (one process, nbgrader's default steps, no sandbox), ``grade_all`` with
-one worker, and ``grade_all`` with two. Prints one line per way and the ratios.
+one worker without and with the outside check, and with two workers. Prints one line per way and
+the ratios.
 """
 from __future__ import annotations
 
@@ -61,20 +62,26 @@ def main(argv: list[str] | None = None) -> int:
         make_course(root, args.students, args.assignment)
         plain = time_plain_nbgrader(root, args.assignment)
         results = {}
-        for workers in (1, 2):
+        for name, workers, verify in (("serial, no outside check", 1, False), ("serial", 1, True),
+                                      ("2 workers", 2, True)):
             shutil.rmtree(root / ".grading", ignore_errors=True)
             start = time.perf_counter()
-            rows = grade_all(root, args.assignment, workers=workers, progress=False, resume=False)
-            results[workers] = time.perf_counter() - start
+            rows = grade_all(root, args.assignment, workers=workers, progress=False, resume=False,
+                             verify=verify)
+            results[name] = time.perf_counter() - start
+            if verify and any(r.overrides or r.flags for r in rows):
+                print(f"error: the outside check disagreed on a reference submission: {rows[0].overrides}")
+                return 1
             bad = [r.student_id for r in rows if r.status != "graded" or r.autograded_score != r.autograded_max]
             if bad:
                 print(f"error: {len(bad)} reference submissions did not get full marks: {bad[:3]}")
                 return 1
     n = args.students
     print(f"{n} submissions x 4 notebooks  plain nbgrader {plain / n:.1f} s/submission  "
-          f"this grader serial {results[1] / n:.1f} s  2 workers {results[2] / n:.1f} s")
-    print(f"serial vs plain nbgrader {results[1] / plain:.2f}x time   "
-          f"2 workers vs serial {results[1] / results[2]:.2f}x faster")
+          + "  ".join(f"{name} {seconds / n:.1f} s" for name, seconds in results.items()))
+    print(f"outside check adds {results['serial'] / results['serial, no outside check'] - 1:.0%} per submission   "
+          f"serial vs plain nbgrader {results['serial'] / plain:.2f}x time   "
+          f"2 workers vs serial {results['serial'] / results['2 workers']:.2f}x faster")
     return 0
 
 

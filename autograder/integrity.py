@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
+from autograder.execute import METADATA_KEY
 from autograder.verify import CHECKS_ROOT, checks_file, judge_cells, probe_names, reference_problems, run_checks
 
 STAGING = ".grading"
@@ -108,8 +109,18 @@ def verify_submission(root: Path, assignment: str, student: str, key: dict, sand
                                              "why": verdict.why}
                 grade.auto_score = outside
             gb.db.commit()
+        record_in_autograded(root / "autograded" / student / assignment / f"{name}.ipynb", result["cells"])
         results[name] = result
     return results
+
+
+def record_in_autograded(path: Path, cells: dict[str, dict]) -> None:
+    """Keep the outside verdicts in the autograded notebook, for the feedback to explain them."""
+    if not path.is_file():
+        return
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.setdefault(METADATA_KEY, {})["outside"] = cells
+    nbformat.write(nb, path)
 
 
 def integrity_lines(verification: dict, repairs: list[str]) -> tuple[list[str], list[str]]:

@@ -410,7 +410,8 @@ def compare(name: str, expected: dict, actual: dict | None) -> str | None:
                          atol=expected["atol"], equal_nan=True)
         if ok:
             return None
-        diff = np.max(np.abs(a.astype(np.complex128) - b.astype(np.complex128))) if a.size else 0.0
+        with np.errstate(invalid="ignore"):
+            diff = np.max(np.abs(a.astype(np.complex128) - b.astype(np.complex128))) if a.size else 0.0
         return f"{name}: values differ (max abs difference {float(diff):.3g}, rtol {expected['rtol']:g})"
     if rule == "at_most":
         a = _numeric(got)

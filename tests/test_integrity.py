@@ -17,6 +17,7 @@ import nbformat
 import pytest
 
 from autograder.build import REPO, build_release, build_source, nbgrader_meta, read_module
+from autograder.feedback import generate_feedback
 from autograder.grade import grade_all
 from autograder.verify import Timeouts, judge_cells, probe_names, reference_problems, run_checks
 from conftest import HEADER
@@ -289,6 +290,8 @@ def test_end_to_end_the_outside_verdict_counts(toy_graded, student):
     if flag:
         assert any(flag in line for line in row.flags), row.flags
     report = (root / "reports" / "integrity" / f"{student}.txt").read_text()
+    written, errors = generate_feedback(root, ASSIGNMENT, [student], progress=False)
+    assert not errors and "that check decides the score" in written[student][0].read_text()
     assert "t01_double in-kernel 2/2, outside 0/2" in report
     with (root / "grades.csv").open(newline="") as handle:
         line = next(r for r in csv.DictReader(handle) if r["student_id"] == student)
