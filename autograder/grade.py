@@ -426,6 +426,10 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
     rows: dict[str, GradeRow] = {}
     todo: list[tuple[str, str]] = []
     release_digest = folder_digest(root / "release" / assignment)
+    if verify:  # graded with other probes, or without them, means graded again
+        release_digest.update(b"outside check")
+        if (checks_root / assignment).is_dir():
+            folder_digest(checks_root / assignment, release_digest)
     for student in students:
         fingerprint = submission_fingerprint(root, assignment, student, release_digest)
         done = journal.finished(student, fingerprint) if resume else None
@@ -484,9 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: cores)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per submission")
     parser.add_argument("--regrade", action="store_true", help="ignore the journal: grade everyone again")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="keep nbgrader's in-kernel scores: no outside check (not recommended)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
-    rows = grade_all(root, args.assignment, args.student, args.workers, args.timeout, resume=not args.regrade)
+    rows = grade_all(root, args.assignment, args.student, args.workers, args.timeout, resume=not args.regrade,
+                     verify=not args.no_verify)
     if not rows:
         print(f"no submissions under {root / 'submitted'}/<student>/{args.assignment}/")
         return 0

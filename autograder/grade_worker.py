@@ -23,6 +23,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from autograder.build import REPO
 from autograder.grade import gradebook_url
 from autograder.integrity import verify_submission
+from autograder.verify import Timeouts
 
 
 def make_api(root: Path, submitted_directory: str, cell_timeout_s: float | None) -> NbGraderAPI:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, default=None, help="answer key: check each submission outside")
     args = parser.parse_args(argv)
     key = json.loads(args.reference.read_text()) if args.reference else None
+    timeouts = Timeouts(cell_s=args.cell_timeout, probe_s=args.cell_timeout) if args.cell_timeout else Timeouts()
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # not inherited by kernels (PEP 446)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         answer = {"student": student, "success": bool(result.get("success")), "log": log, "verification": {}}
         if key is not None:
             try:
-                answer["verification"] = verify_submission(args.root.resolve(), args.assignment, student, key)
+                answer["verification"] = verify_submission(args.root.resolve(), args.assignment, student, key,
+                                                           timeouts=timeouts)
             except Exception as exc:  # reported in the student's row; the batch goes on
                 answer["verification_error"] = f"{type(exc).__name__}: {exc}"
         answers.write(json.dumps(answer) + "\n")

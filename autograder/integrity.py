@@ -18,7 +18,8 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
 from autograder.execute import METADATA_KEY
-from autograder.verify import CHECKS_ROOT, checks_file, judge_cells, probe_names, reference_problems, run_checks
+from autograder.verify import (CHECKS_ROOT, Timeouts, checks_file, judge_cells, probe_names, reference_problems,
+                               run_checks)
 
 STAGING = ".grading"
 # Repairs made while staging that mean a test or given cell was tampered with.
@@ -43,6 +44,9 @@ def prepare_reference(root: Path, assignment: str, checks_root: Path = CHECKS_RO
     """
     seed = secrets.randbelow(2**31) if seed is None else seed
     source = root / "source" / assignment
+    if not source.is_dir():
+        raise SystemExit(f"error: {source} not found: the outside check compares every submission with the "
+                         f"reference solution there (run 'make source', or grade with --no-verify)")
     notebooks = sorted(p.stem for p in source.glob("*.ipynb"))
     with_checks = [nb for nb in notebooks if checks_file(nb, assignment, checks_root).is_file()]
 
@@ -68,7 +72,8 @@ def prepare_reference(root: Path, assignment: str, checks_root: Path = CHECKS_RO
     return key
 
 
-def verify_submission(root: Path, assignment: str, student: str, key: dict, sandbox: bool = True) -> dict:
+def verify_submission(root: Path, assignment: str, student: str, key: dict, sandbox: bool = True,
+                      timeouts: Timeouts = Timeouts()) -> dict:
     """Outside-check one staged, autograded submission and put its verdicts in the gradebook.
 
     Returns ``{notebook: {"cells": {grade_id: {"in_kernel", "outside", "max", "why"}},
@@ -88,7 +93,7 @@ def verify_submission(root: Path, assignment: str, student: str, key: dict, sand
                 continue  # nbgrader did not grade this notebook; the batch grader reports why
         outcome = run_checks(nbformat.read(path, as_version=4), entry["checks"], key["seed"], staged,
                              nbformat.read(release / f"{name}.ipynb", as_version=4), sandbox=sandbox,
-                             course_root=root, helpers=helper_files(release))
+                             course_root=root, helpers=helper_files(release), timeouts=timeouts)
         result = {"cells": {}, "flags": list(outcome.flags), "seconds": round(outcome.seconds, 2),
                   "cell_errors": {step: error for step, error in outcome.errors.items()
                                   if step not in entry["observations"]},
