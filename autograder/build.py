@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import re
 import shutil
@@ -348,7 +349,38 @@ def build_release(root: Path, assignment: str) -> Path:
     if leaks:
         shutil.rmtree(release_dir)
         raise BuildError("release removed, it leaked instructor content:\n" + "\n".join(leaks))
+    write_selfcheck_manifest(release_dir)
     return release_dir
+
+
+def write_selfcheck_manifest(release_dir: Path) -> Path | None:
+    """Write ``selfcheck_manifest.json``: each released notebook's graded and locked cells, in order.
+
+    ``selfcheck.py`` compares a student's notebook with it to find deleted, duplicated, retyped
+    and edited cells. Per cell: grade_id, cell type, solution/grade/locked flags, points, and
+    nbgrader's checksum for locked cells; never any cell text. Skipped when the release ships no
+    ``selfcheck.py``. Returns the manifest written, or None.
+    """
+    if not (release_dir / "selfcheck.py").is_file():
+        return None
+    notebooks = {}
+    for path in sorted(release_dir.glob("*.ipynb")):
+        cells = []
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = nbgrader_meta(cell)
+            if not meta.get("grade_id"):
+                continue
+            locked = not meta.get("solution") and bool(meta.get("grade") or meta.get("locked"))  # nbgrader's rule
+            cells.append({"grade_id": meta["grade_id"], "cell_type": cell.cell_type,
+                          "solution": bool(meta.get("solution")), "grade": bool(meta.get("grade")),
+                          "locked": locked, "points": meta.get("points", 0),
+                          "checksum": meta.get("checksum") if locked else None})
+        notebooks[path.name] = cells
+    manifest = release_dir / "selfcheck_manifest.json"
+    manifest.write_text(json.dumps({"about": "the graded and locked cells of each released notebook, "
+                                             "for selfcheck.py; do not edit",
+                                    "notebooks": notebooks}, indent=1) + "\n", encoding="utf-8")
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
