@@ -327,6 +327,33 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
                     auto_score, auto_max, time.perf_counter() - start, staged.notes, flags, overrides)
 
 
+def refresh_from_gradebook(root: Path, assignment: str, row: GradeRow) -> GradeRow:
+    """``row`` (from the journal) with the gradebook's current scores: hand grades given in
+    formgrader since the autograding count, and nothing is graded again."""
+    if row.status == "failed":
+        return row
+    manual = "written answer(s) await manual grading"
+    with Gradebook(gradebook_url(root)) as gb:
+        for nb, score in row.scores.items():
+            if score is None:
+                continue
+            try:
+                record = gb.find_submission_notebook(nb, assignment, row.student_id)
+            except MissingEntry:
+                continue
+            row.scores[nb] = float(record.score)
+        try:
+            submission = gb.find_submission(assignment, row.student_id)
+            row.manual_pending = sum(1 for nb in submission.notebooks for g in nb.grades if g.needs_manual_grade)
+        except MissingEntry:
+            pass
+    parts = [part for part in row.reason.split("; ") if part and manual not in part]
+    if row.manual_pending:
+        parts.append(f"{row.manual_pending} {manual}")
+    row.reason = "; ".join(parts)
+    return row
+
+
 # -- the batch ------------------------------------------------------------------------------
 def csv_columns(notebooks: list[str]) -> list[str]:
     """The columns of ``grades.csv``: one score column per notebook, then the totals."""
@@ -434,7 +461,7 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
         fingerprint = submission_fingerprint(root, assignment, student, release_digest)
         done = journal.finished(student, fingerprint) if resume else None
         if done is not None:
-            rows[student] = done
+            rows[student] = refresh_from_gradebook(root, assignment, done)
         else:
             todo.append((student, fingerprint))
     reference = None

@@ -6,7 +6,8 @@ For every student with a staged submission (``.grading/submitted/``), the benchm
 thread. A score is the median over repeats of baseline time / kernel time: the share of the
 machine's BLAS (or copy) speed the student's kernel reaches. A result whose repeats spread more
 than ``MAX_SPREAD`` (interquartile range over median) is inconclusive and not ranked; a wrong
-result is not ranked either. Writes ``reports/leaderboard.html``, ``.png`` and ``.csv``; it
+result, or a run that raised an integrity flag (``autograder/verify_driver.py``), is not ranked
+either. Writes ``reports/leaderboard.html``, ``.png`` and ``.csv``; it
 never touches the gradebook or ``grades.csv``: the ranking is extra credit at most.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Entry:
     student: str
     shown_as: str
     kernel: str
-    status: str                       # ranked | inconclusive | incorrect | too slow | not run
+    status: str                       # ranked | inconclusive | flagged | incorrect | too slow | not run
     score: float | None = None        # median baseline/kernel time, e.g. 0.4 = 40 % of BLAS speed
     spread: float | None = None       # interquartile range of the ratios over their median
     kernel_s: float | None = None     # median seconds per kernel call
@@ -68,10 +69,13 @@ def shown_name(root: Path, assignment: str, student: str) -> str:
     return student
 
 
-def score_entry(student: str, shown_as: str, kernel: str, observations: dict | None, error: str | None) -> Entry:
-    """An ``Entry`` from one benchmark probe's observations."""
+def score_entry(student: str, shown_as: str, kernel: str, observations: dict | None, error: str | None,
+                flags: list[str] = ()) -> Entry:
+    """An ``Entry`` from one benchmark probe's observations (and the integrity flags of its run)."""
     if observations is None:
         return Entry(student, shown_as, kernel, "not run", detail=error or "no result")
+    if flags:
+        return Entry(student, shown_as, kernel, "flagged", detail="; ".join(flags[:2]))
     values = {name: decode(obs["value"]) for name, obs in observations.items()}
     kernel_s, baseline_s, work = values["kernel_s"], values["baseline_s"], values["work"]
     if values["correct"] is not True:
@@ -105,7 +109,7 @@ def benchmark_student(root: Path, assignment: str, student: str, checks_root: Pa
                              nbformat.read(release / f"{notebook}.ipynb", as_version=4), course_root=root,
                              helpers=helper_files(release), run=[kernel], env=ONE_THREAD)
         entries.append(score_entry(student, shown, kernel, outcome.observations.get(kernel),
-                                   outcome.errors.get(kernel)))
+                                   outcome.errors.get(kernel), outcome.flags))
     return entries
 
 
@@ -114,7 +118,7 @@ def rank(entries: list[Entry]) -> list[Entry]:
     ranked = sorted((e for e in entries if e.status == "ranked"), key=lambda e: -e.score)
     for number, entry in enumerate(ranked, 1):
         entry.rank = number
-    order = ("inconclusive", "too slow", "incorrect", "not run")
+    order = ("inconclusive", "too slow", "flagged", "incorrect", "not run")
     return ranked + sorted((e for e in entries if e.status != "ranked"),
                            key=lambda e: (order.index(e.status), e.shown_as))
 

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ BOOTSTRAP = ("import json,sys;r=json.loads(sys.stdin.readline());"
              "exec(compile(r['driver'],'<verify_driver>','exec'),{'__name__':'verify_driver','REQUEST':r})")
 NUMERIC_KINDS = "biufc"
 MAX_LINE_BYTES = 256 * 2**20
+_AST_LOCK = threading.Lock()
 NO_SANDBOX = Protections(False, False, False, ("outside check run without the sandbox",))
 
 
@@ -87,9 +89,16 @@ def checks_file(notebook: str, assignment: str, checks_root: Path = CHECKS_ROOT)
     return checks_root / assignment / f"{notebook}.py"
 
 
+def _parse(source: str) -> ast.Module:
+    """``ast.parse`` one thread at a time: in Python 3.11 two threads parsing at once can fail with
+    "SystemError: AST constructor recursion depth mismatch" (CPython issue gh-106905)."""
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
 def probe_names(source: str) -> list[str]:
     """Top-level function names of a checks file: each is the probe of the test cell so named."""
-    return [node.name for node in ast.parse(source).body
+    return [node.name for node in _parse(source).body
             if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
 
 
@@ -103,7 +112,7 @@ def definitions_only(source: str) -> bool:
     they call) and other assignments that call nothing. Such cells are cheap to rerun; the
     others are the notebook's experiments."""
     try:
-        body = ast.parse(source).body
+        body = _parse(source).body
     except SyntaxError:
         return False
     for node in body:

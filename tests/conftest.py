@@ -50,6 +50,43 @@ TOY_CELLS = {
 }
 
 
+# Two tasks (double, triple; 2 points each, visible and hidden tests) and a written answer: the
+# course of the end-to-end grading tests (tests/test_hostile.py, tests/test_integrity.py).
+TWO_TASK_COURSE = HEADER + textwrap.dedent('''
+    # %%
+    import numpy as np
+
+    # %% nbgrader={"grade": false, "grade_id": "double", "locked": false, "schema_version": 3, "solution": true}
+    def double(x):
+        """2 * x."""
+        ### BEGIN SOLUTION
+        return 2 * x
+        ### END SOLUTION
+
+    # %% nbgrader={"grade": true, "grade_id": "t01_double", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+    assert double(2) == 4, "double(2) should be 4"
+    ### BEGIN HIDDEN TESTS
+    assert double(-3) == -6, "double is wrong for a negative input"
+    ### END HIDDEN TESTS
+
+    # %% nbgrader={"grade": false, "grade_id": "triple", "locked": false, "schema_version": 3, "solution": true}
+    def triple(x):
+        """3 * x."""
+        ### BEGIN SOLUTION
+        return 3 * x
+        ### END SOLUTION
+
+    # %% nbgrader={"grade": true, "grade_id": "t01_triple", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+    assert triple(2) == 6, "triple(2) should be 6"
+    ### BEGIN HIDDEN TESTS
+    assert triple(-1) == -3, "triple is wrong for a negative input"
+    ### END HIDDEN TESTS
+
+    # %% [markdown] nbgrader={"grade": true, "grade_id": "q01_why", "locked": false, "points": 1, "schema_version": 3, "solution": true}
+    # Because the model answer says so.
+''')
+
+
 def toy_module(**replace: str) -> str:
     """The text of a one-task notebook; keyword arguments replace cells by name."""
     cells = dict(TOY_CELLS, **replace)

@@ -9,7 +9,6 @@ import copy
 import csv
 import hashlib
 import json
-import textwrap
 from datetime import datetime
 from pathlib import Path
 
@@ -20,45 +19,12 @@ from nbgrader.api import Gradebook
 from autograder.build import build_release, build_source, nbgrader_meta
 from autograder.grade import STAGING, grade_all, gradebook_url
 from autograder.sandbox import detect_protections
-from conftest import HEADER
+from conftest import TWO_TASK_COURSE as COURSE
 
 pytestmark = pytest.mark.xdist_group("hostile")
 ASSIGNMENT = "acceleration"
 SANDBOXED = detect_protections().missing() == []
 
-COURSE = HEADER + textwrap.dedent('''
-    # %%
-    import numpy as np
-
-    # %% nbgrader={"grade": false, "grade_id": "double", "locked": false, "schema_version": 3, "solution": true}
-    def double(x):
-        """2 * x."""
-        ### BEGIN SOLUTION
-        return 2 * x
-        ### END SOLUTION
-
-    # %% nbgrader={"grade": true, "grade_id": "t01_double", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-    assert double(2) == 4, "double(2) should be 4"
-    ### BEGIN HIDDEN TESTS
-    assert double(-3) == -6, "double is wrong for a negative input"
-    ### END HIDDEN TESTS
-
-    # %% nbgrader={"grade": false, "grade_id": "triple", "locked": false, "schema_version": 3, "solution": true}
-    def triple(x):
-        """3 * x."""
-        ### BEGIN SOLUTION
-        return 3 * x
-        ### END SOLUTION
-
-    # %% nbgrader={"grade": true, "grade_id": "t01_triple", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-    assert triple(2) == 6, "triple(2) should be 6"
-    ### BEGIN HIDDEN TESTS
-    assert triple(-1) == -3, "triple is wrong for a negative input"
-    ### END HIDDEN TESTS
-
-    # %% [markdown] nbgrader={"grade": true, "grade_id": "q01_why", "locked": false, "points": 1, "schema_version": 3, "solution": true}
-    # Because the model answer says so.
-''')
 
 RIGHT = {"double": "def double(x):\n    return 2 * x", "triple": "def triple(x):\n    return 3 * x"}
 WRONG_DOUBLE = "def double(x):\n    return 0"

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.api import Gradebook
 
 from autograder.build import REPO, build_release, build_source, nbgrader_meta, read_module
 from autograder.feedback import generate_feedback
-from autograder.grade import grade_all
+from autograder.grade import grade_all, gradebook_url
 from autograder.verify import Timeouts, judge_cells, probe_names, reference_problems, run_checks
-from conftest import HEADER
+from conftest import TWO_TASK_COURSE as COURSE
 
 pytestmark = pytest.mark.xdist_group("integrity")
 ASSIGNMENT = "acceleration"
@@ -192,33 +193,6 @@ def test_plain_data_only_reaches_the_grader():
 
 
 # -- end to end: nbgrader fooled, the outside check not --------------------------------------
-COURSE = HEADER + textwrap.dedent('''
-    # %%
-    import numpy as np
-
-    # %% nbgrader={"grade": false, "grade_id": "double", "locked": false, "schema_version": 3, "solution": true}
-    def double(x):
-        """2 * x."""
-        ### BEGIN SOLUTION
-        return 2 * x
-        ### END SOLUTION
-
-    # %% nbgrader={"grade": true, "grade_id": "t01_double", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-    assert double(2) == 4, "double(2) should be 4"
-    ### BEGIN HIDDEN TESTS
-    assert double(-3) == -6, "double is wrong for a negative input"
-    ### END HIDDEN TESTS
-
-    # %% nbgrader={"grade": false, "grade_id": "triple", "locked": false, "schema_version": 3, "solution": true}
-    def triple(x):
-        """3 * x."""
-        ### BEGIN SOLUTION
-        return 3 * x
-        ### END SOLUTION
-
-    # %% nbgrader={"grade": true, "grade_id": "t01_triple", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-    assert triple(2) == 6, "triple(2) should be 6"
-''')
 TOY_CHECKS = '''
 from probekit import same
 
@@ -267,6 +241,8 @@ def toy_graded(tmp_path_factory):
             grade_id = nbgrader_meta(cell).get("grade_id")
             if grade_id in ("double", "triple"):
                 cell.source = double if grade_id == "double" else RIGHT_TRIPLE
+            elif grade_id == "q01_why":
+                cell.source = "A written answer, for a person to grade."
         folder = root / "submitted" / student / ASSIGNMENT
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / "01_toy.ipynb")
@@ -304,3 +280,21 @@ def test_end_to_end_summary_lists_every_submission_to_review(toy_graded):
     assert f"{len(TOY_CASES) - 1} of {len(TOY_CASES)} submissions to review" in summary
     assert "honest" not in summary
     assert Path(root / ".grading" / f"{ASSIGNMENT}-reference.json").is_file()
+
+
+def test_hand_grades_reach_grades_csv_without_grading_again(toy_graded):
+    """(Runs last: it regrades nobody but rewrites the reports for one student.)"""
+    root, rows = toy_graded
+    assert rows["honest"].manual_pending == 1 and rows["honest"].total == 4
+    with Gradebook(gradebook_url(root)) as gb:
+        grade = gb.find_grade("q01_why", "01_toy", ASSIGNMENT, "honest")
+        grade.manual_score, grade.needs_manual_grade = 1.0, False
+        gb.db.commit()
+    log = root / "autograded" / "honest" / f"{ASSIGNMENT}.autograde.log"
+    stamp = log.stat().st_mtime_ns
+    again = grade_all(root, ASSIGNMENT, ["honest"], progress=False, checks_root=root / "checks")[0]
+    assert log.stat().st_mtime_ns == stamp, "the submission was graded again"
+    assert (again.total, again.manual_pending) == (5, 0) and "manual grading" not in again.reason
+    with (root / "grades.csv").open(newline="") as handle:
+        line = next(r for r in csv.DictReader(handle) if r["student_id"] == "honest")
+    assert (line["total"], line["manual_pending"]) == ("5", "0")

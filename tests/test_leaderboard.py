@@ -37,6 +37,8 @@ def test_wrong_results_slow_kernels_and_errors_are_never_ranked():
     assert score_entry("s", "s", "k", observations([1.0], [1.0], correct=False), None).status == "incorrect"
     assert score_entry("s", "s", "k", observations([5.0], []), None).status == "too slow"
     assert score_entry("s", "s", "k", None, "NotImplementedError: ").status == "not run"
+    flagged = score_entry("s", "s", "k", observations([1.0] * 3, [1.0] * 3), None, ["numpy.matmul replaced"])
+    assert flagged.status == "flagged" and "numpy.matmul" in flagged.detail
 
 
 def test_ranking_orders_by_score_then_lists_the_rest():
