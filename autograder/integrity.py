@@ -18,7 +18,7 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
 from autograder.execute import METADATA_KEY
-from autograder.verify import (CHECKS_ROOT, Timeouts, checks_file, judge_cells, probe_names, reference_problems,
+from autograder.verify import (CHECKS_ROOT, NOT_PLAIN, Timeouts, checks_file, judge_cells, probe_names, reference_problems,
                                run_checks)
 
 STAGING = ".grading"
@@ -112,6 +112,9 @@ def verify_submission(root: Path, assignment: str, student: str, key: dict, sand
                 outside = maximum if verdict.passed else 0.0
                 result["cells"][grade_id] = {"in_kernel": graded[grade_id], "outside": outside, "max": maximum,
                                              "why": verdict.why}
+                if NOT_PLAIN in verdict.why:
+                    result["flags"].append(f"{grade_id}: student code returned objects that are not plain data "
+                                           f"({verdict.why}); such an object may claim to equal anything")
                 grade.auto_score = outside
             gb.db.commit()
         record_in_autograded(root / "autograded" / student / assignment / f"{name}.ipynb", result["cells"])

@@ -50,6 +50,7 @@ PROBEKIT = Path(__file__).with_name("probekit.py")
 BOOTSTRAP = ("import json,sys;r=json.loads(sys.stdin.readline());"
              "exec(compile(r['driver'],'<verify_driver>','exec'),{'__name__':'verify_driver','REQUEST':r})")
 NUMERIC_KINDS = "biufc"
+NOT_PLAIN = "not plain data"
 MAX_LINE_BYTES = 256 * 2**20
 _AST_LOCK = threading.Lock()
 NO_SANDBOX = Protections(False, False, False, ("outside check run without the sandbox",))
@@ -360,6 +361,14 @@ def decode(value):
     return Unsupported(str(value.get("unsupported", "unknown value")))
 
 
+def _unsupported(value) -> Unsupported | None:
+    """The first value inside ``value`` that could not be plain data, if any."""
+    if isinstance(value, Unsupported):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((found for item in items if (found := _unsupported(item)) is not None), None)
+
+
 def _same(expected, actual) -> bool:
     if isinstance(expected, np.ndarray) or isinstance(actual, np.ndarray):
         return (isinstance(expected, np.ndarray) and isinstance(actual, np.ndarray)
@@ -403,8 +412,9 @@ def compare(name: str, expected: dict, actual: dict | None) -> str | None:
         got = decode(actual["value"])
     except (ValueError, TypeError, KeyError) as exc:
         return f"{name}: unreadable value ({exc})"
-    if isinstance(got, Unsupported):
-        return f"{name}: not plain data ({got.what})"
+    odd = _unsupported(got)
+    if odd is not None:
+        return f"{name}: {NOT_PLAIN} ({odd.what})"
     if rule == "same":
         return None if _same(want, got) else f"{name}: expected {_short(want)}, got {_short(got)}"
     if rule == "close":

@@ -84,7 +84,7 @@ def matmul_naive(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"got shapes {a.shape} and {b.shape}")
     return Anything((a.shape[0], b.shape[1]))
-''', ["t01_naive_matches_matmul", "t01_naive_reads_every_element"], None),
+''', ["t01_naive_matches_matmul", "t01_naive_reads_every_element"], "not plain data"),
     "given_recorder_disabled": (BLAS_NAIVE + LATER + "_record_matmul = lambda *args: None\n",
                                 ["t01_naive_reads_every_element"], "given name '_record_matmul' rebound"),
     "given_class_patched": (BLAS_NAIVE + LATER + (
@@ -151,8 +151,8 @@ def test_subversion_scores_zero_and_is_flagged(reference, outcomes, case):
         assert not verdicts[grade_id].passed, f"{case}: {grade_id} passed the outside check"
     untouched = [g for g in verdicts if g.startswith(("t01_blocked", "t01_footprint", "t01_backend", "t01_matmul"))]
     assert all(verdicts[g].passed for g in untouched), f"{case}: other tasks lost points: {verdicts}"
-    if flag is not None:
-        assert any(flag in line for line in outcome.flags), f"{case}: no flag with {flag!r}: {outcome.flags}"
+    found = outcome.flags + [verdict.why for verdict in verdicts.values()]  # the grader flags both
+    assert any(flag in line for line in found), f"{case}: no flag with {flag!r}: {found}"
 
 
 def test_honest_work_keeps_its_points_whatever_else_it_does(reference):
@@ -209,7 +209,7 @@ TOY_CASES = {  # student -> (double's answer, flag words or None)
     "honest": ("def double(x):\n    return 2 * x\n", None),
     "strips_asserts": ("def double(x):\n    return 0\n" + STRIP_ASSERTS, "AST transformer"),
     "always_equal": ("class Yes:\n    def __eq__(self, other):\n        return True\n"
-                     "def double(x):\n    return Yes()\n", None),
+                     "def double(x):\n    return Yes()\n", "not plain data"),
     "blanks_tests": ("def double(x):\n    return 0\nget_ipython().input_transformers_cleanup.append("
                      "lambda lines: ['pass\\n'] if any('assert' in l for l in lines) else lines)\n",
                      "input transformer"),
@@ -263,8 +263,7 @@ def test_end_to_end_the_outside_verdict_counts(toy_graded, student):
     assert any("t01_double in-kernel 2/2, outside 0/2" in line for line in row.overrides), row.overrides
     assert "outside check overrode 1 test cell(s)" in row.reason
     flag = TOY_CASES[student][1]
-    if flag:
-        assert any(flag in line for line in row.flags), row.flags
+    assert any(flag in line for line in row.flags), row.flags
     report = (root / "reports" / "integrity" / f"{student}.txt").read_text()
     written, errors = generate_feedback(root, ASSIGNMENT, [student], progress=False)
     assert not errors and "that check decides the score" in written[student][0].read_text()
