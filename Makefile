@@ -59,7 +59,7 @@ selftest: $(STAMP)  ## reference full marks, release zero, every mutant caught
 bench: $(STAMP)  ## slow checks: full-size notebook runs against the 60 s budget
 	$(PY) -m pytest tests -m slow
 
-bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader, 1 and 2 workers
+bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader (with and without the outside check, 1 and 2 workers)
 	$(PY) -m autograder.grading_benchmark --students 20
 
 clean:  ## remove what make built (never submitted/, autograded/, feedback/, gradebook.db, grades.csv)
