@@ -35,6 +35,7 @@ WATCHED_MODULES = ("builtins", "numpy", "numpy.testing", "numpy.linalg", "numpy.
                    "math", "time", "threading", "tracemalloc", "functools", "operator", "os", "io",
                    "json", "unittest", "IPython.display", "IPython.core.display_functions", "probekit")
 SYS_ATTRIBUTES = ("displayhook", "excepthook", "meta_path", "path_hooks", "stdout", "stderr", "modules")
+IMPORT_HOOKS = ("meta_path", "path_hooks")  # lists changed in place: compared by content
 IGNORED_CHANGES = {("builtins", "_"), ("builtins", "__"), ("builtins", "___")}
 FILE_READS = {"open", "os.listdir", "os.scandir"}
 FILE_WRITES = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
@@ -170,20 +171,22 @@ class Watch:
             self.flag(f"{what} ({event})")
 
 
-def module_state() -> dict:
-    """The watched modules' attributes (objects, not copies) and their sys.modules entries."""
-    state = {}
-    for name in WATCHED_MODULES:
-        module = sys.modules.get(name)
-        if module is not None:
-            state[name] = (module, dict(vars(module)))
-    state["sys"] = (sys, {attr: getattr(sys, attr) for attr in SYS_ATTRIBUTES})
-    return state
+def module_state() -> tuple[dict, dict]:
+    """The watched modules' attributes (objects, not copies), and copies of sys's import-hook lists."""
+    modules = {name: (sys.modules[name], dict(vars(sys.modules[name])))
+               for name in WATCHED_MODULES if name in sys.modules}
+    modules["sys"] = (sys, {attr: getattr(sys, attr) for attr in SYS_ATTRIBUTES})
+    return modules, {attr: list(getattr(sys, attr)) for attr in IMPORT_HOOKS}
 
 
-def restore_modules(before: dict, watch: Watch) -> None:
-    """Put back replaced or deleted module attributes; flag each one."""
-    for name, (module, attributes) in before.items():
+def restore_modules(before: tuple[dict, dict], watch: Watch) -> None:
+    """Put back replaced or deleted module attributes and changed import hooks; flag each one."""
+    modules, hooks = before
+    for attr, entries in hooks.items():
+        if list(getattr(sys, attr)) != entries:
+            watch.flag(f"sys.{attr} changed (import hooks installed; restored for the checks)")
+            getattr(sys, attr)[:] = entries
+    for name, (module, attributes) in modules.items():
         if name != "sys" and sys.modules.get(name) is not module:
             watch.flag(f"sys.modules[{name!r}] replaced (restored for the checks)")
             sys.modules[name] = module
@@ -192,17 +195,9 @@ def restore_modules(before: dict, watch: Watch) -> None:
             if (name, attr) in IGNORED_CHANGES:
                 continue
             now = current.get(attr, watch)
-            if now is value:
-                continue
-            if name == "sys" and attr in ("meta_path", "path_hooks") and now == value:
-                continue
-            shown = f"{name}.{attr}"
-            watch.flag(f"{shown} {'deleted' if now is watch else 'replaced'} (restored for the checks)")
-            setattr(module, attr, value)
-        if name == "sys":
-            for hook_list in ("meta_path", "path_hooks"):
-                if list(getattr(sys, hook_list)) != list(attributes[hook_list]):
-                    watch.flag(f"sys.{hook_list} changed (import hooks installed)")
+            if now is not value:
+                watch.flag(f"{name}.{attr} {'deleted' if now is watch else 'replaced'} (restored for the checks)")
+                setattr(module, attr, value)
 
 
 def _callable_owner(function) -> str:
@@ -256,7 +251,7 @@ def restore_given(user_ns: dict, before: dict, watch: Watch) -> None:
             obj.__code__ = code
 
 
-def run_given(source: str, user_ns: dict, modules_before: dict, given_before: dict,
+def run_given(source: str, user_ns: dict, modules_before: tuple[dict, dict], given_before: dict,
               watch: Watch) -> BaseException | None:
     """Run an instructor's cell as plain Python: no IPython transformer a student installed
     touches it, and the modules it sees are as they were before any student code ran."""
@@ -332,7 +327,7 @@ def main(request: dict) -> None:
         watch.flag(f"student code left {len(running)} thread(s) running")
 
     checks: dict = {"__name__": "checks"}
-    exec(compile(request["checks"], "<checks>", "exec"), checks)
+    _exec(_compile(request["checks"], "<checks>", "exec"), checks)
     for step in probes:
         channel.send(start=step["id"])
         probe = checks.get(step["id"])

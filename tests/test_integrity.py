@@ -105,6 +105,9 @@ def matmul_naive(a, b):
                                ["t01_naive_matches_matmul"], "wrote /tmp/acceleration-lab-was-here"),
     "starts_a_process": (WRONG_NAIVE + "import subprocess\nsubprocess.run(['true'])\n",
                          ["t01_naive_matches_matmul"], "started or signalled a process"),
+    "installs_import_hook": (WRONG_NAIVE + (
+        "import sys\nclass Finder:\n    def find_spec(self, *args):\n        return None\n"
+        "sys.meta_path.insert(0, Finder())\n"), ["t01_naive_matches_matmul"], "sys.meta_path changed"),
     "searches_memory": (WRONG_NAIVE + "import gc\nfound = len(gc.get_objects())\n",
                         ["t01_naive_matches_matmul"], "searched the garbage collector"),
     "patches_while_called": ('''
