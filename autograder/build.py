@@ -32,6 +32,12 @@ SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "
 # ipykernel logs a warning about its TCP transport at every start; it is not the notebook's output.
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+STAGING = ".grading"  # under a course root: staged submissions, journal, answer key, worker logs
+
+
+def gradebook_url(root: Path, timeout_s: float | None = None) -> str:
+    """The course's nbgrader gradebook; ``timeout_s`` makes a writer wait that long for a lock."""
+    return f"sqlite:///{root / 'gradebook.db'}" + (f"?timeout={timeout_s:g}" if timeout_s else "")
 
 
 def tool_environment(**extra: str) -> dict[str, str]:
@@ -56,6 +62,16 @@ def ipc_kernel_manager(folder: Path) -> AsyncKernelManager:
     set ``owns_km = True`` or nbclient leaves the kernel running.
     """
     return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel"))
+
+
+def course_arguments(parser: argparse.ArgumentParser, student_help: str | None = None) -> argparse.ArgumentParser:
+    """Add the options every course command takes: ``--root``, ``--assignment`` and, with
+    ``student_help``, a repeatable ``--student``."""
+    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
+    parser.add_argument("--assignment", default="acceleration")
+    if student_help:
+        parser.add_argument("--student", action="append", help=student_help)
+    return parser
 
 
 class BuildError(Exception):
@@ -386,8 +402,7 @@ def write_selfcheck_manifest(release_dir: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["source", "release"])
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
+    course_arguments(parser)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from autograder.build import REPO
+from autograder.build import course_arguments
 
 PATTERNS = {
     "canvas": r"^(?P<student>[^_/]+)(?:_LATE)?_\d+_\d+_(?P<file>.+)$",
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("download", type=Path, help="the LMS download: a folder or a zip")
     parser.add_argument("--format", default="canvas",
                         help=f"one of {', '.join(PATTERNS)}, or a regex with groups 'student' and 'file'")
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
+    course_arguments(parser)
     args = parser.parse_args(argv)
     if not args.download.exists():
         print(f"error: {args.download} does not exist", file=sys.stderr)

@@ -18,7 +18,7 @@ from nbconvert import HTMLExporter
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm import tqdm
 
-from autograder.build import REPO, is_autograded_test, nbgrader_meta, protected_lines
+from autograder.build import course_arguments, is_autograded_test, nbgrader_meta, protected_lines
 from autograder.execute import METADATA_KEY
 from autograder.grade import discover_students, gradebook_url
 
@@ -164,9 +164,7 @@ def generate_feedback(root: Path, assignment: str, students: list[str] | None = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
-    parser.add_argument("--student", action="append", help="only this student (repeatable)")
+    course_arguments(parser, "only this student (repeatable)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     written, errors = generate_feedback(root, args.assignment, args.student)

@@ -29,7 +29,7 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm import tqdm
 
-from autograder.build import REPO, tool_environment
+from autograder.build import STAGING, course_arguments, gradebook_url, tool_environment
 from autograder.execute import METADATA_KEY
 from autograder.integrity import integrity_lines, prepare_reference, reference_path
 from autograder.report import write_integrity_reports, write_summary
@@ -38,7 +38,6 @@ from autograder.sandbox import detect_protections, sweep_sandbox_users
 from autograder.verify import CHECKS_ROOT
 
 STATUSES = ("graded", "partial", "failed")
-STAGING = ".grading"
 
 
 @dataclass
@@ -61,10 +60,6 @@ class GradeRow:
     @property
     def total(self) -> float:
         return sum(score or 0.0 for score in self.scores.values())
-
-
-def gradebook_url(root: Path) -> str:
-    return f"sqlite:///{root / 'gradebook.db'}"
 
 
 def assignment_notebooks(root: Path, assignment: str) -> dict[str, float]:
@@ -509,9 +504,7 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
-    parser.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    course_arguments(parser, "grade only this student (repeatable)")
     parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: cores)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per submission")
     parser.add_argument("--regrade", action="store_true", help="ignore the journal: grade everyone again")

@@ -20,8 +20,7 @@ from pathlib import Path
 from nbgrader.apps import NbGraderAPI
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.build import REPO
-from autograder.grade import gradebook_url
+from autograder.build import REPO, gradebook_url
 from autograder.integrity import verify_submission
 from autograder.verify import Timeouts
 
@@ -31,7 +30,7 @@ def make_api(root: Path, submitted_directory: str, cell_timeout_s: float | None)
     config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config()
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.submitted_directory = submitted_directory
-    config.CourseDirectory.db_url = f"{gradebook_url(root)}?timeout=120"  # parallel workers wait, not fail
+    config.CourseDirectory.db_url = gradebook_url(root, timeout_s=120)  # parallel workers wait, not fail
     config.SandboxedExecute.course_root = str(root)
     if cell_timeout_s:
         config.SandboxedExecute.timeout = int(cell_timeout_s)

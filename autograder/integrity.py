@@ -17,11 +17,11 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
+from autograder.build import STAGING, gradebook_url
 from autograder.execute import METADATA_KEY
-from autograder.verify import (CHECKS_ROOT, NOT_PLAIN, Timeouts, checks_file, judge_cells, probe_names, reference_problems,
-                               run_checks)
+from autograder.verify import (CHECKS_ROOT, NOT_PLAIN, ReferenceFailure, Timeouts, answer_key, checks_file,
+                               judge_cells, run_checks)
 
-STAGING = ".grading"
 # Repairs made while staging that mean a test or given cell was tampered with.
 TAMPERING = ("locked cell", "deleted cell", "duplicate", "metadata", "retyped")
 
@@ -50,22 +50,21 @@ def prepare_reference(root: Path, assignment: str, checks_root: Path = CHECKS_RO
     notebooks = sorted(p.stem for p in source.glob("*.ipynb"))
     with_checks = [nb for nb in notebooks if checks_file(nb, assignment, checks_root).is_file()]
 
-    def one(name: str):
-        checks = checks_file(name, assignment, checks_root).read_text()
+    def one(name: str) -> tuple[str, dict]:
+        path = checks_file(name, assignment, checks_root)
+        checks = path.read_text()
         nb = nbformat.read(source / f"{name}.ipynb", as_version=4)
-        outcome = run_checks(nb, checks, seed, source, None, sandbox=sandbox, course_root=root,
-                             helpers=helper_files(source))
-        return name, checks, outcome
+        try:
+            observations = answer_key(nb, checks, seed, source, sandbox=sandbox, course_root=root,
+                                      helpers=helper_files(source))
+        except ReferenceFailure as failure:
+            raise SystemExit(f"error: the reference solution of {name} fails its outside checks ({path}): "
+                             f"{failure}") from None
+        return name, {"observations": observations, "checks": checks}
 
     key = {"seed": seed, "notebooks": {}, "unchecked": [nb for nb in notebooks if nb not in with_checks]}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, checks, outcome in pool.map(one, with_checks):
-            problems = reference_problems(outcome, probe_names(checks))
-            if problems:
-                raise SystemExit(f"error: the reference solution of {name} fails its outside checks "
-                                 f"({checks_file(name, assignment, checks_root)}): " + "; ".join(problems[:5]))
-            key["notebooks"][name] = {"observations": outcome.observations, "checks": checks,
-                                      "seconds": round(outcome.seconds, 2)}
+        key["notebooks"] = dict(pool.map(one, with_checks))
     path = reference_path(root, assignment)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key))
@@ -77,48 +76,47 @@ def verify_submission(root: Path, assignment: str, student: str, key: dict, sand
     """Outside-check one staged, autograded submission and put its verdicts in the gradebook.
 
     Returns ``{notebook: {"cells": {grade_id: {"in_kernel", "outside", "max", "why"}},
-    "flags": [...], "cell_errors": {...}, "skipped": reason or None, "seconds"}}``.
+    "flags": [...], "skipped": reason or None}}``.
     """
     staged = root / STAGING / "submitted" / student / assignment
     release = root / "release" / assignment
-    results: dict[str, dict] = {}
-    for name, entry in key["notebooks"].items():
-        path = staged / f"{name}.ipynb"
-        if not path.is_file():
-            continue
-        with Gradebook(f"sqlite:///{root / 'gradebook.db'}?timeout=120") as gb:
+    in_kernel: dict[str, dict[str, float | None]] = {}
+    with Gradebook(gradebook_url(root, timeout_s=120)) as gb:
+        for name in key["notebooks"]:
+            if not (staged / f"{name}.ipynb").is_file():
+                continue
             try:
-                graded = {g.name: g.auto_score for g in gb.find_submission_notebook(name, assignment, student).grades}
+                record = gb.find_submission_notebook(name, assignment, student)
             except MissingEntry:
                 continue  # nbgrader did not grade this notebook; the batch grader reports why
-        outcome = run_checks(nbformat.read(path, as_version=4), entry["checks"], key["seed"], staged,
-                             nbformat.read(release / f"{name}.ipynb", as_version=4), sandbox=sandbox,
+            in_kernel[name] = {g.name: g.auto_score for g in record.grades}
+    results: dict[str, dict] = {}
+    verdicts: dict[str, dict] = {}
+    for name, graded in in_kernel.items():
+        entry = key["notebooks"][name]
+        outcome = run_checks(nbformat.read(staged / f"{name}.ipynb", as_version=4), entry["checks"], key["seed"],
+                             staged, nbformat.read(release / f"{name}.ipynb", as_version=4), sandbox=sandbox,
                              course_root=root, helpers=helper_files(release), timeouts=timeouts)
-        result = {"cells": {}, "flags": list(outcome.flags), "seconds": round(outcome.seconds, 2),
-                  "cell_errors": {step: error for step, error in outcome.errors.items()
-                                  if step not in entry["observations"]},
-                  "skipped": None}
-        if "start" in outcome.errors:  # the check process never ran student code: keep nbgrader's scores
-            result["skipped"] = outcome.errors["start"]
-            results[name] = result
-            continue
-        verdicts = judge_cells(entry["observations"], outcome)
-        with Gradebook(f"sqlite:///{root / 'gradebook.db'}?timeout=120") as gb:
-            for grade_id, verdict in verdicts.items():
-                if grade_id not in graded:
-                    continue
+        results[name] = {"cells": {}, "flags": list(outcome.flags), "skipped": outcome.errors.get("start")}
+        if "start" not in outcome.errors:  # else the process never ran student code: nbgrader's scores stay
+            verdicts[name] = {grade_id: verdict for grade_id, verdict in
+                              judge_cells(entry["observations"], outcome).items() if grade_id in graded}
+    with Gradebook(gradebook_url(root, timeout_s=120)) as gb:
+        for name, cells in verdicts.items():
+            result = results[name]
+            for grade_id, verdict in cells.items():
                 grade = gb.find_grade(grade_id, name, assignment, student)
                 maximum = float(grade.max_score)
                 outside = maximum if verdict.passed else 0.0
-                result["cells"][grade_id] = {"in_kernel": graded[grade_id], "outside": outside, "max": maximum,
-                                             "why": verdict.why}
+                result["cells"][grade_id] = {"in_kernel": in_kernel[name][grade_id], "outside": outside,
+                                             "max": maximum, "why": verdict.why}
                 if NOT_PLAIN in verdict.why:
                     result["flags"].append(f"{grade_id}: student code returned objects that are not plain data "
                                            f"({verdict.why}); such an object may claim to equal anything")
                 grade.auto_score = outside
-            gb.db.commit()
-        record_in_autograded(root / "autograded" / student / assignment / f"{name}.ipynb", result["cells"])
-        results[name] = result
+        gb.db.commit()
+    for name in verdicts:
+        record_in_autograded(root / "autograded" / student / assignment / f"{name}.ipynb", results[name]["cells"])
     return results
 
 

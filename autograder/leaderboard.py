@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 
-from autograder.build import REPO  # noqa: E402
-from autograder.integrity import STAGING, helper_files  # noqa: E402
+from autograder.build import STAGING, course_arguments  # noqa: E402
+from autograder.integrity import helper_files  # noqa: E402
 from autograder.verify import CHECKS_ROOT, decode, run_checks  # noqa: E402
 
 KERNELS = {  # benchmark -> (notebook, baseline, unit of the machine's rate)
@@ -93,11 +93,11 @@ def score_entry(student: str, shown_as: str, kernel: str, observations: dict | N
                  "" if status == "ranked" else f"repeats spread {spread:.0%} (limit {MAX_SPREAD:.0%})")
 
 
-def benchmark_student(root: Path, assignment: str, student: str, checks_root: Path = CHECKS_ROOT) -> list[Entry]:
-    """Run every leaderboard benchmark on one student's staged submission."""
+def benchmark_student(root: Path, assignment: str, student: str, benchmarks: str) -> list[Entry]:
+    """Run every leaderboard benchmark (``benchmarks``: the text of the leaderboard's checks file)
+    on one student's staged submission."""
     staged = root / STAGING / "submitted" / student / assignment
     release = root / "release" / assignment
-    source = (checks_root / assignment / "leaderboard.py").read_text()
     shown = shown_name(root, assignment, student)
     entries = []
     for kernel, (notebook, _, _) in KERNELS.items():
@@ -105,7 +105,7 @@ def benchmark_student(root: Path, assignment: str, student: str, checks_root: Pa
         if not path.is_file():
             entries.append(Entry(student, shown, kernel, "not run", detail=f"{notebook}.ipynb not submitted"))
             continue
-        outcome = run_checks(nbformat.read(path, as_version=4), source, 0, staged,
+        outcome = run_checks(nbformat.read(path, as_version=4), benchmarks, 0, staged,
                              nbformat.read(release / f"{notebook}.ipynb", as_version=4), course_root=root,
                              helpers=helper_files(release), run=[kernel], env=ONE_THREAD)
         entries.append(score_entry(student, shown, kernel, outcome.observations.get(kernel),
@@ -190,9 +190,10 @@ def build_leaderboard(root: Path, assignment: str, students: list[str] | None = 
     staged = root / STAGING / "submitted"
     if students is None:
         students = sorted(d.name for d in staged.iterdir() if (d / assignment).is_dir()) if staged.is_dir() else []
+    benchmarks = (checks_root / assignment / "leaderboard.py").read_text()
     boards: dict[str, list[Entry]] = {kernel: [] for kernel in KERNELS}
     for student in students:
-        for entry in benchmark_student(root, assignment, student, checks_root):
+        for entry in benchmark_student(root, assignment, student, benchmarks):
             boards[entry.kernel].append(entry)
     boards = {kernel: rank(entries) for kernel, entries in boards.items()}
     return write_leaderboard(boards, root / "reports", assignment), boards
@@ -200,9 +201,7 @@ def build_leaderboard(root: Path, assignment: str, students: list[str] | None = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
-    parser.add_argument("--student", action="append", help="only this student (repeatable)")
+    course_arguments(parser, "only this student (repeatable)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / STAGING / "submitted").is_dir():

@@ -29,8 +29,8 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.build import QUIET_KERNEL, REPO, copy_helper_files, ipc_kernel_manager, tool_environment, is_autograded_test, module_notebooks, nbgrader_meta, read_module
 from autograder.mutation import Mutant, apply_mutant
-from autograder.verify import (CHECKS_ROOT, DRIVER, PROBEKIT, Outcome, checks_file, judge_cells, probe_names,
-                               reference_problems, run_checks)
+from autograder.verify import (CHECKS_ROOT, DRIVER, PROBEKIT, Outcome, ReferenceFailure, answer_key, checks_file,
+                               judge_cells, run_checks)
 
 MODULES = REPO / "modules"
 MUTANTS_DIR = REPO / "tests" / "mutants"
@@ -145,14 +145,14 @@ def reference_observations(name: str, assignment: str = "acceleration", seed: in
     cache = Path(tempfile.gettempdir()) / f"acceleration-lab-reference-{name}-{digest.hexdigest()[:16]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    outcome = run_checks(read_module(path), checks, seed, path.parent, sandbox=False)
-    problems = reference_problems(outcome, probe_names(checks))
-    if problems:
-        raise ValueError(f"the reference of {name} fails its outside checks: {'; '.join(problems[:5])}")
+    try:
+        observations = answer_key(read_module(path), checks, seed, path.parent, sandbox=False)
+    except ReferenceFailure as failure:
+        raise ValueError(f"the reference of {name} fails its outside checks: {failure}") from None
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(outcome.observations))
+    partial.write_text(json.dumps(observations))
     partial.replace(cache)
-    return outcome.observations
+    return observations
 
 
 def outside_scores(name: str, nb: nbformat.NotebookNode, in_kernel: Scores, assignment: str = "acceleration",

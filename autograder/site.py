@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-from autograder.build import QUIET_KERNEL, REPO, BuildError, ipc_kernel_manager, tool_environment
+from autograder.build import QUIET_KERNEL, BuildError, course_arguments, ipc_kernel_manager, tool_environment
 
 
 def execute_in_order(notebooks: list[Path], graded_sizes: bool) -> list[tuple[nbformat.NotebookNode, float]]:
@@ -90,8 +90,7 @@ student versions as released, solutions and hidden tests removed.</p>
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=REPO, help="course root (default: this repo)")
-    parser.add_argument("--assignment", default="acceleration")
+    course_arguments(parser)
     parser.add_argument("--graded-sizes", action="store_true",
                         help="run benchmarks at the small sizes used under grading (a quick preview)")
     args = parser.parse_args(argv)

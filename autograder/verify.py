@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,6 @@ class Outcome:
     observations: dict[str, dict] = field(default_factory=dict)   # probe id -> observations
     errors: dict[str, str] = field(default_factory=dict)          # step id -> what went wrong
     flags: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,10 @@ class Timeouts:
     cell_s: float = 60.0
     probe_s: float = 60.0
     total_s: float = 240.0
+
+    def for_step(self, kind: str | None) -> float:
+        """Seconds for one step of ``kind`` (``probe``, ``given`` or ``student``)."""
+        return self.probe_s if kind == "probe" else self.cell_s
 
 
 # -- what to run ------------------------------------------------------------------------------
@@ -222,20 +226,30 @@ def run_checks(nb: nbformat.NotebookNode, checks_source: str, seed: int, files_d
     cells before it replayed, and the remaining steps run. ``run`` calls these probes instead of
     the test cells' ones; ``env`` adds environment variables for the process.
     """
-    start = time.monotonic()
-    probes = probe_names(checks_source)
-    steps = verification_steps(nb, probes, released, run)
+    steps = verification_steps(nb, probe_names(checks_source), released, run)
     protections = detect_protections() if sandbox else NO_SANDBOX
     outcome = Outcome()
-    if protections.separate_user:
-        with claim_sandbox_uid() as uid:
-            _run(steps, checks_source, seed, files_dir, uid, protections, course_root, limits, timeouts,
-                 helpers, env or {}, outcome)
-    else:
-        _run(steps, checks_source, seed, files_dir, None, protections, course_root, limits, timeouts,
+    with claim_sandbox_uid() if protections.separate_user else nullcontext() as uid:
+        _run(steps, checks_source, seed, files_dir, uid, protections, course_root, limits, timeouts,
              helpers, env or {}, outcome)
-    outcome.seconds = time.monotonic() - start
     return outcome
+
+
+def answer_key(nb: nbformat.NotebookNode, checks_source: str, seed: int, files_dir: Path, **options) -> dict:
+    """The reference solution's observations for ``seed``: what every submission is compared with.
+
+    Raises ``ReferenceFailure`` listing why when the reference fails its own probes (a key made
+    from it would take points from correct work).
+    """
+    outcome = run_checks(nb, checks_source, seed, files_dir, None, **options)
+    problems = reference_problems(outcome, probe_names(checks_source))
+    if problems:
+        raise ReferenceFailure("; ".join(problems[:5]))
+    return outcome.observations
+
+
+class ReferenceFailure(ValueError):
+    """The reference solution fails its own outside checks."""
 
 
 def _run(steps: list[Step], checks_source: str, seed: int, files_dir: Path, uid: int | None,
@@ -249,8 +263,9 @@ def _run(steps: list[Step], checks_source: str, seed: int, files_dir: Path, uid:
         kinds = {step.id: step.kind for step in steps}
         skip: set[str] = set()
         deadline = time.monotonic() + timeouts.total_s
+        driver, probekit = DRIVER.read_text(), PROBEKIT.read_text()
         for _attempt in range(len(steps) + 1):
-            request = {"driver": DRIVER.read_text(), "probekit": PROBEKIT.read_text(), "checks": checks_source,
+            request = {"driver": driver, "probekit": probekit, "checks": checks_source,
                        "seed": seed, "key": secrets.token_hex(32), "scratch": str(scratch),
                        "helpers": list(helpers), "skip": sorted(skip),
                        "steps": [{"id": s.id, "kind": s.kind, "source": s.source} for s in steps]}
@@ -288,7 +303,7 @@ def _attempt_once(request: dict, command: list[str], env: dict, scratch: Path, u
                             outcome.errors.setdefault(sid, what)
                     return None
                 timed_out = time.monotonic() >= step_deadline
-                limit = timeouts.probe_s if kinds.get(current) == "probe" else timeouts.cell_s
+                limit = timeouts.for_step(kinds.get(current))
                 outcome.errors[current] = (f"ran longer than {limit:.0f} s and was stopped" if timed_out
                                            else "the process died here (os._exit, a crash or the memory limit)")
                 return current
@@ -299,8 +314,7 @@ def _attempt_once(request: dict, command: list[str], env: dict, scratch: Path, u
                 _flag(outcome, str(text))
             if "start" in message:
                 current = str(message["start"])
-                limit = timeouts.probe_s if kinds.get(current) == "probe" else timeouts.cell_s
-                step_deadline = min(deadline, time.monotonic() + limit)
+                step_deadline = min(deadline, time.monotonic() + timeouts.for_step(kinds.get(current)))
             elif "end" in message:
                 sid = str(message["end"])
                 if sid in ended:
@@ -421,16 +435,13 @@ def compare(name: str, expected: dict, actual: dict | None) -> str | None:
         a, b = _numeric(got), _numeric(want)
         if a is None or b is None or a.shape != b.shape:
             return f"{name}: expected numbers of shape {None if b is None else b.shape}, got {_short(got)}"
-        if a.dtype.kind not in NUMERIC_KINDS:
-            return f"{name}: not numeric"
         if isinstance(want, np.ndarray) and isinstance(got, np.ndarray) and want.dtype != got.dtype:
             return f"{name}: expected dtype {want.dtype}, got {got.dtype}"
-        ok = np.allclose(a.astype(np.complex128), b.astype(np.complex128), rtol=expected["rtol"],
-                         atol=expected["atol"], equal_nan=True)
-        if ok:
+        a, b = a.astype(np.complex128), b.astype(np.complex128)  # decode lets through numeric kinds only
+        if np.allclose(a, b, rtol=expected["rtol"], atol=expected["atol"], equal_nan=True):
             return None
         with np.errstate(invalid="ignore"):
-            diff = np.max(np.abs(a.astype(np.complex128) - b.astype(np.complex128))) if a.size else 0.0
+            diff = np.max(np.abs(a - b)) if a.size else 0.0
         return f"{name}: values differ (max abs difference {float(diff):.3g}, rtol {expected['rtol']:g})"
     if rule == "at_most":
         a = _numeric(got)
