@@ -1,6 +1,4 @@
 """nbgrader settings for Acceleration Lab; every value the pipeline relies on is set here."""
-import os
-
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 
 c.CourseDirectory.course_id = "acceleration-lab"
@@ -11,10 +9,17 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearSolutions.enforce_metadata = True
 
-# Execution while autograding. The per-cell timeout lives on Execute (nbgrader's subclass of
-# nbconvert's ExecutePreprocessor); a notebook must grade in 15 s in all, so 60 s per cell
-# only ever stops a hung cell.
-c.Execute.timeout = 60
+# The sandbox that every process running student code gets: the grading kernel and the outside
+# check's process obey the same limits (autograder/run/sandbox.py reads them from here). A
+# notebook must grade in 15 s in all, so 60 s per cell only ever stops a hung cell.
+c.Sandbox.memory_bytes = 4 * 2**30        # address space per process
+c.Sandbox.processes = 64                  # processes and threads of the sandbox user
+c.Sandbox.file_size_bytes = 64 * 2**20    # largest file it may write
+c.Sandbox.scratch_bytes = 256 * 2**20     # all files it may write together (a tmpfs)
+c.Sandbox.output_bytes = 100_000          # output kept per cell
+c.Sandbox.cell_timeout_s = 60             # one cell, visible test or check
+c.Sandbox.notebook_timeout_s = 300        # one notebook in the kernel
+c.Sandbox.check_timeout_s = 240           # one notebook's outside check, restarts included
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
 
@@ -22,19 +27,14 @@ c.Execute.execute_retries = 0
 c.LimitOutput.max_lines = 200
 c.LimitOutput.max_traceback = 50
 
-# Autograding: nbgrader's steps, with two replaced (autograder/execute.py). The kernel runs in a
-# sandbox and survives dead and hung cells; a test that writes to stderr keeps its points.
+# Autograding: nbgrader's steps, with two replaced (autograder/run/execute.py). The kernel runs
+# in the sandbox and survives dead and hung cells; a test that writes to stderr keeps its points.
 c.Autograde.autograde_preprocessors = [
-    "autograder.execute.SandboxedExecute",
+    "autograder.run.execute.SandboxedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
-    "autograder.execute.SaveAutoGradesKeepingStderr",
+    "autograder.run.execute.SaveAutoGradesKeepingStderr",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
-c.SandboxedExecute.output_bytes = 100_000
-c.SandboxedExecute.memory_bytes = 4 * 2**30
-c.SandboxedExecute.max_processes = 64
-c.SandboxedExecute.file_size_bytes = 64 * 2**20
-c.SandboxedExecute.notebook_timeout = 300

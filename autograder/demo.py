@@ -16,11 +16,13 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.build import REPO, BuildError, build_release, nbgrader_meta
-from autograder.feedback import generate_feedback
+from autograder.build.release import build_release
+from autograder.build.source import BuildError
+from autograder.course import REPO, nbgrader_meta
 from autograder.grade import grade_all
-from autograder.leaderboard import KERNELS, NICKNAME_FILE, build_leaderboard
 from autograder.mutation import apply_mutant
+from autograder.report.feedback import generate_feedback
+from autograder.report.leaderboard import KERNELS, NICKNAME_FILE, build_leaderboard
 from autograder.selftest import load_mutants
 
 MARKER = ".made-by-make-demo"

@@ -1,90 +1,67 @@
-"""Prove the tests: the reference scores full marks, the untouched release scores zero on every
-autograded cell, and every known-wrong variant (mutant) loses points.
+"""``make selftest``: the one authoring check. It proves the grading of every notebook and names,
+by file and grade id, everything an author has left to do.
 
-Each variant is graded as a submission is: executed the way ``nbgrader autograde`` executes it
-(a fresh kernel, ``NBGRADER_EXECUTION=autograde``, errors allowed, hidden tests present) and
-scored with nbgrader's own ``determine_grade``; then every test cell with a probe is scored by
-the outside check (``autograder.verify``) against the reference, and that score counts. Both
-must agree for the reference and the release; a mutant must lose points on the score that counts.
+- Every test cell has a check in ``checks/<assignment>/<notebook>.py`` and every check names a
+  test cell; every task (solution cell) has mutants in ``mutants/<assignment>/<notebook>.py``,
+  and every mutant still applies to the reference.
+- The reference scores full marks as nbgrader grades it (in its kernel, no error in any cell),
+  and passes every visible test and check, outside, under each of ``RUNS`` seeds, raising no flag.
+- The untouched release scores zero on every test cell, in its kernel and outside.
+- Every mutant loses points under each seed: some test cell's visible test or check fails.
+- No check is weak: where a mutant fails a test cell's visible test, that cell's own check
+  (its hidden cases) fails too, under each seed. Otherwise subverting the visible test would
+  be enough.
+
+``make selftest NOTEBOOK=01 VARIANT=<name>`` grades one variant and prints every cell.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import importlib.util
-import json
 import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbgrader.preprocessors import ClearSolutions
 from nbgrader.utils import determine_grade
-from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.build import QUIET_KERNEL, REPO, copy_helper_files, ipc_kernel_manager, tool_environment, is_autograded_test, module_notebooks, nbgrader_meta, read_module
-from autograder.mutation import Mutant, apply_mutant
-from autograder.verify import (CHECKS_ROOT, DRIVER, PROBEKIT, Outcome, ReferenceFailure, answer_key, checks_file,
-                               judge_cells, run_checks)
+from autograder.build.source import BuildError, copy_helper_files, module_notebooks, read_module
+from autograder.check.answer_key import AnswerKeyError, coverage_problems, notebook_key, test_cells
+from autograder.check.judge import judge_run, judge_visible
+from autograder.check.runner import CHECKS_ROOT, check_step_id, checks_file, run_checks
+from autograder.course import (ASSIGNMENT, QUIET_KERNEL, REPO, ipc_kernel_manager, is_autograded_test,
+                               nbgrader_config, nbgrader_meta, sandbox_limits, tool_environment)
+from autograder.mutation import Mutant, MutantError, apply_mutant
 
 MODULES = REPO / "modules"
-MUTANTS_DIR = REPO / "tests" / "mutants"
-CELL_TIMEOUT_S = 60
+MUTANTS_ROOT = REPO / "mutants"
+RUNS = 5
 SEED = int(os.environ.get("ACCELERATION_LAB_SELFTEST_SEED", "2026"))  # any seed must pass; CI uses this one
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Points per autograded cell of one executed notebook: grade_id -> (score, max)."""
-
-    cells: dict[str, tuple[float, float]]
-    errors: tuple[str, ...] = ()
-    in_kernel: dict[str, float] | None = None   # nbgrader's scores, where the outside check overrode them
-    flags: tuple[str, ...] = ()
-
-    @property
-    def total(self) -> float:
-        return sum(score for score, _ in self.cells.values())
-
-    @property
-    def max_total(self) -> float:
-        return sum(maximum for _, maximum in self.cells.values())
-
-    def lost(self) -> list[str]:
-        """Grade ids that scored less than their maximum."""
-        return [gid for gid, (score, maximum) in self.cells.items() if score < maximum]
-
-    def earned(self) -> list[str]:
-        """Grade ids that scored more than zero."""
-        return [gid for gid, (score, _) in self.cells.items() if score > 0]
-
-    def in_kernel_total(self) -> float:
-        kernel = self.in_kernel or {}
-        return sum(kernel.get(gid, score) for gid, (score, _) in self.cells.items())
-
-    def disagreements(self) -> list[str]:
-        """Grade ids where nbgrader's in-kernel score and the outside verdict differ."""
-        kernel = self.in_kernel or {}
-        return [gid for gid, (score, _) in self.cells.items() if gid in kernel and kernel[gid] != score]
+def find_module(name: str, assignment: str = ASSIGNMENT) -> Path:
+    """The source file of notebook ``name`` (``01`` or ``01_loops_and_blocking``)."""
+    folder = MODULES / assignment
+    matches = [p for p in module_notebooks(folder) if p.stem == name or p.stem.split("_", 1)[0] == name]
+    if len(matches) != 1:
+        known = ", ".join(p.stem for p in module_notebooks(folder))
+        raise SystemExit(f"error: no notebook {name!r} in {folder} (known: {known})")
+    return matches[0]
 
 
-def find_module(name: str, assignment: str = "acceleration") -> Path:
-    """The source file of notebook ``name`` (e.g. ``01_loops_and_blocking``)."""
-    path = MODULES / assignment / f"{name}.py"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in module_notebooks(MODULES / assignment))
-        raise SystemExit(f"error: no notebook {name!r} in {MODULES / assignment} (known: {known})")
-    return path
+def mutants_file(name: str, assignment: str = ASSIGNMENT) -> Path:
+    return MUTANTS_ROOT / assignment / f"{name}.py"
 
 
-def load_mutants(name: str) -> list[Mutant]:
-    """``MUTANTS`` from ``tests/mutants/<name>.py``; an empty list if the file does not exist."""
-    path = MUTANTS_DIR / f"{name}.py"
+def load_mutants(name: str, assignment: str = ASSIGNMENT) -> list[Mutant]:
+    """``MUTANTS`` from ``mutants/<assignment>/<name>.py``; an empty list if the file does not exist."""
+    path = mutants_file(name, assignment)
     if not path.is_file():
         return []
     spec = importlib.util.spec_from_file_location(f"mutants_{name}", path)
@@ -98,29 +75,61 @@ def load_mutants(name: str) -> list[Mutant]:
     return mutants
 
 
-def untouched_release(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """``nb`` with every solution replaced by the student stub, hidden tests kept.
+def authoring_problems(name: str, assignment: str = ASSIGNMENT) -> list[str]:
+    """What an author still has to write for notebook ``name``, each naming file and grade id."""
+    path = find_module(name, assignment)
+    try:
+        nb = read_module(path)
+    except BuildError as exc:
+        return [str(exc)]
+    problems = coverage_problems(name, nb, checks_file(name, assignment, CHECKS_ROOT))
+    try:
+        mutants = load_mutants(name, assignment)
+    except Exception as exc:  # a broken mutants file is an authoring problem like any other
+        return problems + [f"{mutants_file(name, assignment)}: cannot be loaded ({type(exc).__name__}: {exc})"]
+    tasks = [nbgrader_meta(c)["grade_id"] for c in nb.cells if c.cell_type == "code" and nbgrader_meta(c).get("solution")]
+    covered = {m.cell for m in mutants}
+    problems += [f"{mutants_file(name, assignment)}: no mutant for task {task} of {name}" for task in tasks
+                 if task not in covered]
+    for mutant in mutants:
+        try:
+            apply_mutant(nb, mutant)
+        except MutantError as exc:
+            problems.append(f"{mutants_file(name, assignment)}: {exc}")
+    return problems
 
-    This is what ``nbgrader autograde`` runs for a student who changed nothing: the release
-    notebook with its grade cells restored from the gradebook.
-    """
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config()
-    clear = ClearSolutions(config=config)
-    cleared, _ = clear.preprocess(copy.deepcopy(nb), {})
+
+# -- grading one variant ------------------------------------------------------------------------
+def untouched_release(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` with every solution replaced by the student stub: what a student who changed nothing submits."""
+    cleared, _ = ClearSolutions(config=nbgrader_config()).preprocess(copy.deepcopy(nb), {})
     return cleared
 
 
-def grade_notebook(nb: nbformat.NotebookNode, helpers_dir: Path) -> Scores:
-    """Execute ``nb`` as nbgrader's autograder would and score its autograded cells."""
+def variant_notebook(name: str, variant: str, assignment: str = ASSIGNMENT) -> nbformat.NotebookNode:
+    nb = read_module(find_module(name, assignment))
+    if variant == "reference":
+        return nb
+    if variant == "release":
+        return untouched_release(nb)
+    mutants = {m.name: m for m in load_mutants(name, assignment)}
+    if variant not in mutants:
+        raise SystemExit(f"error: {name} has no mutant {variant!r} (known: {', '.join(mutants)})")
+    return apply_mutant(nb, mutants[variant])
+
+
+def kernel_scores(nb: nbformat.NotebookNode, helpers_dir: Path) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Execute ``nb`` as nbgrader's autograder does (a fresh kernel, grading mode, errors allowed)
+    and score its test cells with nbgrader's ``determine_grade``; also every cell's error."""
+    nb = copy.deepcopy(nb)
     with tempfile.TemporaryDirectory(prefix="selftest-") as tmp:
         workdir = Path(tmp) / "work"
         copy_helper_files(helpers_dir, workdir)
-        env = tool_environment(NBGRADER_EXECUTION="autograde")
-        client = NotebookClient(nb, km=ipc_kernel_manager(workdir), timeout=CELL_TIMEOUT_S,
+        client = NotebookClient(nb, km=ipc_kernel_manager(workdir), timeout=int(sandbox_limits().cell_timeout_s),
                                 extra_arguments=QUIET_KERNEL, allow_errors=True,
                                 resources={"metadata": {"path": str(workdir)}})
         client.owns_km = True  # shut the kernel down when done
-        client.execute(env=env, cwd=str(workdir))
+        client.execute(env=tool_environment(NBGRADER_EXECUTION="autograde"), cwd=str(workdir))
     cells, errors = {}, []
     for index, cell in enumerate(nb.cells):
         if is_autograded_test(cell):
@@ -129,141 +138,156 @@ def grade_notebook(nb: nbformat.NotebookNode, helpers_dir: Path) -> Scores:
         for output in cell.get("outputs", []):
             if output.output_type == "error":
                 errors.append(f"cell {index}: {output.ename}: {output.evalue}"[:200])
-    return Scores(cells, tuple(errors))
+    return cells, errors
 
 
-def reference_observations(name: str, assignment: str = "acceleration", seed: int = SEED) -> dict:
-    """The reference solution's probe observations for ``seed`` (cached on disk by content).
+@dataclass
+class VariantResult:
+    """How one variant of one notebook fared: per test cell, the visible test outside, each check
+    run's failures, and (reference and release only) nbgrader's in-kernel scores."""
 
-    Raises ValueError if the reference fails its own outside checks.
-    """
+    notebook: str
+    variant: str
+    visible: dict[str, list[str]] = field(default_factory=dict)       # grade_id -> failures
+    runs: dict[str, list[list[str]]] = field(default_factory=dict)    # grade_id -> failures per run
+    in_kernel: dict[str, tuple[float, float]] | None = None
+    kernel_errors: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+
+def grade_variant(name: str, variant: str, key: dict, assignment: str = ASSIGNMENT) -> VariantResult:
+    """Grade one variant of notebook ``name`` outside under every seed of ``key`` (and, for the
+    reference and the release, in its kernel too)."""
     path = find_module(name, assignment)
-    checks = checks_file(name, assignment, CHECKS_ROOT).read_text()
-    digest = hashlib.sha256()
-    for part in (path.read_bytes(), checks.encode(), DRIVER.read_bytes(), PROBEKIT.read_bytes(), str(seed).encode()):
-        digest.update(part)
-    cache = Path(tempfile.gettempdir()) / f"acceleration-lab-reference-{name}-{digest.hexdigest()[:16]}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    try:
-        observations = answer_key(read_module(path), checks, seed, path.parent, sandbox=False)
-    except ReferenceFailure as failure:
-        raise ValueError(f"the reference of {name} fails its outside checks: {failure}") from None
-    partial = cache.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(observations))
-    partial.replace(cache)
-    return observations
+    nb = variant_notebook(name, variant, assignment)
+    runs = len(next(iter(key["cells"].values()), []))
+    helpers = sorted(p for p in path.parent.glob("*.py") if p.name not in {m.name for m in module_notebooks(path.parent)})
+    outcome = run_checks(nb, key["checks"], SEED, helpers, None, runs=runs, sandbox=False, limits=sandbox_limits())
+    result = VariantResult(name, variant, flags=list(outcome.flags), failure=outcome.failure)
+    for grade_id in test_cells(nb):
+        result.visible[grade_id] = judge_visible(outcome, grade_id)[0]
+        result.runs[grade_id] = [judge_run(entry, outcome.steps.get(check_step_id(grade_id, run)))[0]
+                                 for run, entry in enumerate(key["cells"].get(grade_id, []))]
+    if variant in ("reference", "release"):
+        result.in_kernel, result.kernel_errors = kernel_scores(nb, path.parent)
+    return result
 
 
-def outside_scores(name: str, nb: nbformat.NotebookNode, in_kernel: Scores, assignment: str = "acceleration",
-                   seed: int = SEED) -> Scores:
-    """``in_kernel`` with every cell that has a probe scored by the outside check instead."""
+def reference_key(name: str, assignment: str = ASSIGNMENT, runs: int = RUNS) -> dict:
+    """The answer key of notebook ``name`` for the selftest's seed; ``AnswerKeyError`` if the
+    reference fails its own checks."""
     path = find_module(name, assignment)
-    checks_path = checks_file(name, assignment, CHECKS_ROOT)
-    if not checks_path.is_file():
-        return in_kernel
-    reference = reference_observations(name, assignment, seed)
-    outcome: Outcome = run_checks(nb, checks_path.read_text(), seed, path.parent, sandbox=False)
-    verdicts = judge_cells(reference, outcome)
-    cells = dict(in_kernel.cells)
-    for grade_id, verdict in verdicts.items():
-        maximum = cells[grade_id][1]
-        cells[grade_id] = (maximum if verdict.passed else 0.0, maximum)
-    kernel = {gid: in_kernel.cells[gid][0] for gid in verdicts}
-    return Scores(cells, in_kernel.errors, kernel, tuple(outcome.flags))
+    helpers = sorted(p for p in path.parent.glob("*.py") if p.name not in {m.name for m in module_notebooks(path.parent)})
+    return notebook_key(name, read_module(path), checks_file(name, assignment, CHECKS_ROOT), SEED, helpers, runs,
+                        sandbox=False, limits=sandbox_limits())
 
 
-def grade_variant(name: str, variant: str, assignment: str = "acceleration") -> Scores:
-    """Grade one variant of notebook ``name``: ``"reference"``, ``"release"`` or a mutant name."""
-    path = find_module(name, assignment)
-    nb = read_module(path)
-    if variant == "release":
-        nb = untouched_release(nb)
-    elif variant != "reference":
-        mutants = {m.name: m for m in load_mutants(name)}
-        if variant not in mutants:
-            raise SystemExit(f"error: {name} has no mutant {variant!r} (known: {', '.join(mutants)})")
-        nb = apply_mutant(nb, mutants[variant])
-    unexecuted = copy.deepcopy(nb)
-    return outside_scores(name, unexecuted, grade_notebook(nb, path.parent), assignment)
-
-
+# -- judging ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verdict:
     notebook: str
     variant: str
-    scores: Scores
     ok: bool
     line: str
+    problems: tuple[str, ...] = ()
 
 
-def judge(name: str, variant: str, scores: Scores) -> Verdict:
-    """Whether ``variant`` scored as it must, and one plain line saying so."""
-    got = f"{scores.total:g}/{scores.max_total:g}"
-    if scores.in_kernel is not None:
-        got += f" (in-kernel {scores.in_kernel_total():g})"
-    if not scores.cells:
-        return Verdict(name, variant, scores, False, f"{name} {variant}: no autograded cells")
-    if variant in ("reference", "release"):
-        ok = not scores.disagreements() and not scores.flags
-        detail = "" if ok else (f"  outside check and in-kernel tests disagree on: {', '.join(scores.disagreements())}"
-                                + (f"  flags: {'; '.join(scores.flags)}" if scores.flags else ""))
-        if variant == "reference" and (scores.lost() or scores.errors):
-            ok = False
-            detail += f"  lost: {', '.join(scores.lost())}  errors: {'; '.join(scores.errors)}"
-        elif variant == "release" and scores.earned():
-            ok = False
-            detail += f"  passes without student code: {', '.join(scores.earned())}"
+def judge(result: VariantResult, assignment: str = ASSIGNMENT) -> Verdict:
+    """Whether the variant scored as it must; one plain line, and each problem naming file and id."""
+    name, variant = result.notebook, result.variant
+    checks = checks_file(name, assignment, CHECKS_ROOT)
+    problems: list[str] = []
+    passed = {gid: not result.visible[gid] and all(not failures for failures in result.runs[gid])
+              for gid in result.visible}
+    if variant == "reference":
+        problems += [f"{find_module(name, assignment)}: reference loses {gid} in its kernel" for gid, (score, maximum)
+                     in (result.in_kernel or {}).items() if score < maximum]
+        problems += [f"{find_module(name, assignment)}: reference raised {error}" for error in result.kernel_errors]
+        problems += [f"{checks}: reference fails {gid} outside: {'; '.join((result.visible[gid] + sum(result.runs[gid], []))[:3])}"
+                     for gid, ok in passed.items() if not ok]
+        problems += [f"{checks}: reference raised a flag: {flag}" for flag in result.flags]
+    elif variant == "release":
+        problems += [f"{find_module(name, assignment)}: untouched release earns {gid} in its kernel"
+                     for gid, (score, _) in (result.in_kernel or {}).items() if score > 0]
+        problems += [f"{checks}: untouched release passes {gid} outside" for gid, ok in passed.items() if ok]
     else:
-        ok = bool(scores.lost())
-        detail = f"  lost: {', '.join(scores.lost())}" if ok else "  NOT CAUGHT: scores full marks"
-    return Verdict(name, variant, scores, ok, f"{name:<28} {variant:<32} {got:>9}{detail}")
+        mutants = mutants_file(name, assignment)
+        for run in range(max((len(r) for r in result.runs.values()), default=0)):
+            caught = [gid for gid in result.visible if result.visible[gid] or
+                      (run < len(result.runs[gid]) and result.runs[gid][run])]
+            if not caught:
+                problems.append(f"{mutants}: mutant {variant} NOT CAUGHT under seed {run} (scores full marks)")
+        for gid, failures in result.visible.items():
+            weak = [run for run, run_failures in enumerate(result.runs[gid]) if failures and not run_failures]
+            if weak:
+                problems.append(f"{checks}: weak check {gid}: mutant {variant} fails its visible test but passes "
+                                f"its check under seed(s) {weak}")
+    lost = sorted(gid for gid, ok in passed.items() if not ok)
+    shown = f"loses {', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''}" if lost else "full marks"
+    line = f"{name:<28} {variant:<34} {shown}"
+    if problems:
+        line += "\n  " + "\n  ".join(problems)
+    return Verdict(name, variant, not problems, line, tuple(problems))
 
 
-def _run(job: tuple[str, str]) -> Verdict:
-    name, variant = job
+def _job(job: tuple[str, str, dict]) -> Verdict:
+    name, variant, key = job
     try:
-        return judge(name, variant, grade_variant(name, variant))
+        return judge(grade_variant(name, variant, key))
     except Exception as exc:  # report, do not hide: a broken variant fails the selftest
-        return Verdict(name, variant, Scores({}), False,
-                       f"{name:<28} {variant:<32} error: {type(exc).__name__}: {exc}")
+        line = f"{name:<28} {variant:<34} error: {type(exc).__name__}: {exc}"
+        return Verdict(name, variant, False, line, (line,))
 
 
-def run_selftest(names: list[str], workers: int) -> list[Verdict]:
-    """Grade the reference, the release and every mutant of each notebook in ``names``."""
-    jobs = [(name, variant) for name in names
-            for variant in ["reference", "release", *(m.name for m in load_mutants(name))]]
+def run_selftest(names: list[str], workers: int, variants: list[str] | None = None,
+                 echo=print) -> tuple[list[Verdict], list[str]]:
+    """Grade the reference, the release and every mutant (or ``variants``) of each notebook in
+    ``names``; returns the verdicts and the authoring problems."""
+    problems = [problem for name in names for problem in authoring_problems(name)]
+    keys, jobs = {}, []
+    for name in names:
+        try:
+            keys[name] = reference_key(name)
+        except (AnswerKeyError, BuildError) as exc:
+            problems.append(str(exc))
+            continue
+        for variant in variants or ["reference", "release", *(m.name for m in load_mutants(name))]:
+            jobs.append((name, variant, keys[name]))
+    verdicts = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        verdicts = []
-        for verdict in pool.map(_run, jobs):
-            print(verdict.line, flush=True)
+        for verdict in pool.map(_job, jobs):
+            echo(verdict.line)
             verdicts.append(verdict)
-    return verdicts
+    return verdicts, problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", help="notebook names (default: all)")
-    parser.add_argument("--assignment", default="acceleration")
+    parser.add_argument("notebooks", nargs="*", help="notebook names or numbers (default: all)")
+    parser.add_argument("--variant", help="grade only this variant: reference, release or a mutant's name")
+    parser.add_argument("--assignment", default=ASSIGNMENT)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    names = args.notebooks or [p.stem for p in module_notebooks(MODULES / args.assignment)]
-    for name in names:
-        find_module(name, args.assignment)
-    verdicts = run_selftest(names, args.workers)
+    names = [find_module(n, args.assignment).stem for n in args.notebooks] or \
+        [p.stem for p in module_notebooks(MODULES / args.assignment)]
+    verdicts, problems = run_selftest(names, args.workers, [args.variant] if args.variant else None)
     for name in names:
         mine = [v for v in verdicts if v.notebook == name]
         mutants = [v for v in mine if v.variant not in ("reference", "release")]
+        status = {v.variant: "ok" if v.ok else "FAILED" for v in mine if v.variant in ("reference", "release")}
         caught = sum(v.ok for v in mutants)
-        score = f"{caught / len(mutants):.0%}" if mutants else "n/a (no mutants)"
-        print(f"{name}: reference {'ok' if mine[0].ok else 'FAILED'}, release "
-              f"{'ok' if mine[1].ok else 'FAILED'}, mutants caught {caught}/{len(mutants)} "
-              f"(mutation score {score}, outside check seed {SEED})")
+        score = f"{caught / len(mutants):.0%}" if mutants else "n/a"
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in status.items())
+              + (f"{', ' if status else ''}mutants caught {caught}/{len(mutants)} under each of {RUNS} seeds "
+                 f"(mutation score {score}, seed {SEED})" if mutants else ""))
+    for problem in problems:
+        print(f"selftest: {problem}")
     failed = [v for v in verdicts if not v.ok]
-    no_mutants = [name for name in names if not load_mutants(name)]
-    if no_mutants:
-        print(f"selftest: no mutants for {', '.join(no_mutants)}")
-    return 1 if failed or no_mutants else 0
+    if failed or problems:
+        print(f"selftest FAILED: {len(failed)} variant(s) and {len(problems)} authoring problem(s)")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

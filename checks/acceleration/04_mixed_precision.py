@@ -12,7 +12,7 @@ runs) is rebuilt here.
 import numbers
 
 import numpy as np
-from probekit import close, raised, same
+from observe import close, raised, same
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 RESULT_KEYS = ("loss", "loss_scale", "overflow", "gradients_valid")

@@ -7,8 +7,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-STATUSES = ("graded", "partial", "failed")
+from autograder.report.grades import STATUSES  # noqa: E402
 
 
 def plot_score_histogram(rows, assignment: str):
@@ -19,6 +20,7 @@ def plot_score_histogram(rows, assignment: str):
             edgecolor="white")
     ax.set_xlabel("autograded score (% of maximum)")
     ax.set_ylabel("submissions")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of submissions is whole
     ax.set_title(f"{assignment}: {len(fractions)} graded submissions")
     fig.tight_layout()
     return fig, ax
@@ -51,28 +53,34 @@ def write_summary(rows, out_dir: Path, assignment: str, batch_seconds: float) ->
 
 
 def write_integrity_reports(rows, out_dir: Path, assignment: str) -> Path:
-    """Write ``integrity/<student>.txt`` for each submission with flags or overridden cells, and
+    """Write ``integrity/<student>.txt`` for each submission with something to review, and
     ``<assignment>-integrity.txt`` listing them; returns the list's path.
 
-    Flags are for review: they never change a score. Overrides are cells where the outside
-    check's verdict replaced the in-kernel test's (the score in grades.csv is the outside one).
+    Per student: test cells where the in-kernel test and the outside check disagree (the score is
+    already 0 unless both passed), flags (never a change of score), and the files staging
+    refused or ignored (never opened or never used).
     """
     folder = out_dir / "integrity"
     folder.mkdir(parents=True, exist_ok=True)
-    flagged = [r for r in rows if r.flags or r.overrides]
+    def files(row):
+        return [line for line in row.repairs if line.startswith(("refused ", "ignored "))]
+    flagged = [r for r in rows if r.flags or r.disagreements or files(r)]
+    names = {r.student_id for r in rows}
     for stale in folder.glob("*.txt"):
-        if stale.stem in {r.student_id for r in rows} and stale.stem not in {r.student_id for r in flagged}:
+        if stale.stem in names and stale.stem not in {r.student_id for r in flagged}:
             stale.unlink()  # regraded and now clean
     for row in flagged:
-        lines = [f"{row.student_id}: {len(row.overrides)} cell(s) scored by the outside check differently "
-                 f"from the in-kernel test, {len(row.flags)} flag(s)"]
-        lines += [f"override: {line}" for line in row.overrides]
+        lines = [f"{row.student_id}: {len(row.disagreements)} test cell(s) where the in-kernel test and the outside "
+                 f"check disagree, {len(row.flags)} flag(s), {len(files(row))} file(s) refused or ignored"]
+        lines += [f"disagreement: {line}" for line in row.disagreements]
         lines += [f"flag: {line}" for line in row.flags]
-        (folder / f"{row.student_id}.txt").write_text("\n".join(lines) + "\n")
+        lines += [f"file: {line}" for line in files(row)]
+        (folder / f"{row.student_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     summary = out_dir / f"{assignment}-integrity.txt"
     lines = [f"assignment {assignment}: {len(flagged)} of {len(rows)} submissions to review "
-             f"(flags never change a score; overrides are already in grades.csv)"]
-    lines += [f"{r.student_id}: {len(r.overrides)} override(s), {len(r.flags)} flag(s): "
-              + "; ".join((r.overrides + r.flags)[:3]) for r in flagged]
-    summary.write_text("\n".join(lines) + "\n")
+             f"(flags never change a score; a test cell scores only when its in-kernel test and its outside "
+             f"check both pass)"]
+    lines += [f"{r.student_id}: {len(r.disagreements)} disagreement(s), {len(r.flags)} flag(s): "
+              + "; ".join((r.disagreements + r.flags + files(r))[:3]) for r in flagged]
+    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary

@@ -1,8 +1,10 @@
 """nbgrader preprocessors that grade hostile notebooks correctly.
 
 ``SandboxedExecute`` replaces nbgrader's ``Execute``: the kernel runs in the sandbox of
-``autograder.sandbox``; a kernel that dies or hangs costs only the cell it was running (a new
-kernel replays the cells before it and grading goes on); output is capped in bytes as it arrives.
+``autograder.run.sandbox`` (its own run area, an allow-listed environment, nothing on its
+standard streams), with the limits of ``c.Sandbox`` in ``nbgrader_config.py``; a kernel that dies
+or hangs costs only the cell it was running (a new kernel replays the cells before it and
+grading goes on); output is capped in bytes as it arrives.
 ``SaveAutoGradesKeepingStderr`` replaces ``SaveAutoGrades``: a passing test that wrote to stderr
 (a ``RuntimeWarning``) keeps its points. What happened is recorded in the notebook's metadata
 under ``acceleration_lab`` for the batch grader's ``reason`` column.
@@ -24,40 +26,16 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
 from nbgrader.preprocessors import Execute, SaveAutoGrades
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
-from autograder.sandbox import (Limits, Protections, claim_sandbox_uid, detect_protections, hidden_paths,
-                                kill_user_processes, launcher_prefix)
+from autograder.course import REPO, STAGING, sandbox_limits
+from autograder.run.sandbox import (SCRATCH, Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
+                                    detect_protections, hidden_paths, kill_user_processes, launcher_prefix,
+                                    make_run_area, remove_run_area)
 
-REPO = Path(__file__).resolve().parent.parent
 METADATA_KEY = "acceleration_lab"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-SANDBOX_OFF = Protections(False, False, False, ("the sandbox is turned off (SandboxedExecute.sandbox = False)",))
-
-
-def sandbox_env(scratch: Path, **extra: str) -> dict[str, str]:
-    """Environment for student code: its home in ``scratch``, grading mode on, no API tokens."""
-    env = dict(os.environ, HOME=str(scratch), IPYTHONDIR=str(scratch / ".ipython"),
-               MPLCONFIGDIR=str(scratch / ".matplotlib"), JUPYTER_RUNTIME_DIR=str(scratch / ".runtime"),
-               NBGRADER_EXECUTION="autograde", **extra)
-    for secret in ("JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN"):
-        env.pop(secret, None)
-    return env
-
-
-def prepare_scratch(source_dir: Path, uid: int | None) -> Path:
-    """A private folder with the submission's files (not its notebooks), owned by ``uid``."""
-    scratch = Path(tempfile.mkdtemp(prefix=f"acclab-scratch-{uid or 'me'}-"))
-    shutil.copytree(source_dir, scratch, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("*.ipynb", "*.log", ".ipynb_checkpoints"))
-    cache = Path.home() / ".cache" / "matplotlib"
-    if cache.is_dir():  # a warm font cache saves seconds per kernel start
-        shutil.copytree(cache, scratch / ".matplotlib", dirs_exist_ok=True)
-    if uid is not None:
-        for path in [scratch, *scratch.rglob("*")]:
-            os.chown(path, uid, uid, follow_symlinks=False)
-    os.chmod(scratch, 0o700)
-    return scratch
+SANDBOX_OFF = Protections(False, False, False, False, ("the sandbox is turned off (SandboxedExecute.sandbox = False)",))
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -89,17 +67,15 @@ class SandboxedExecute(Execute):
 
     sandbox = Bool(True, help="Run kernels in the sandbox (as far as the OS allows).").tag(config=True)
     course_root = Unicode("", help="Course root to hide from student code (default: cwd).").tag(config=True)
-    memory_bytes = Integer(Limits.memory_bytes, help="Address-space limit per kernel.").tag(config=True)
-    max_processes = Integer(Limits.processes, help="Processes and threads per kernel user.").tag(config=True)
-    file_size_bytes = Integer(Limits.file_size_bytes, help="Largest file a kernel may write.").tag(config=True)
-    output_bytes = Integer(Limits.output_bytes, help="Output kept per cell, in bytes.").tag(config=True)
+    helpers_dir = Unicode("", help="Folder whose .py files the kernel may import (default: the release "
+                                   "of the notebook's assignment).").tag(config=True)
+    threads = Integer(1, help="BLAS threads per kernel.").tag(config=True)
     max_restarts = Integer(8, help="Kernel restarts per notebook before giving up.").tag(config=True)
-    notebook_timeout = Float(Limits.submission_timeout_s,
-                             help="Seconds for a whole notebook; cells after it are not run.").tag(config=True)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, limits: Limits | None = None, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
         super().__init__(*args, **kwargs)
+        self.limits = limits or sandbox_limits(self.config)
 
     # -- output capping, applied to every message as it arrives --------------------------
     def output(self, outs, msg, display_id, cell_index):
@@ -111,38 +87,37 @@ class SandboxedExecute(Execute):
         size = output_size(out)
         used = self._output_used.get(cell_index, 0) + size
         self._output_used[cell_index] = used
-        if used > self.output_bytes:
+        limit = self.limits.output_bytes
+        if used > limit:
             if outs and outs[-1] is out:
                 outs.pop()
-            room = self.output_bytes - (used - size)
+            room = limit - (used - size)
             if out.output_type == "stream" and room > 0:
                 out.text = out.text[:room]
                 outs.append(out)
-            outs.append(new_output("stream", name="stdout",
-                                   text=f"\n[output truncated: more than {self.output_bytes} bytes]\n"))
+            outs.append(new_output("stream", name="stdout", text=f"\n[output truncated: more than {limit} bytes]\n"))
             self._output_capped.add(cell_index)
         return out
 
     # -- the sandboxed kernel -------------------------------------------------------------
-    def _kernel_manager(self, scratch: Path, uid: int | None) -> SandboxKernelManager:
+    def _kernel_manager(self, area: RunArea, uid: int | None) -> SandboxKernelManager:
         km = SandboxKernelManager(kernel_name=self.kernel_name or "python3", config=self.config,
-                                  transport="ipc", ip=str(scratch / "kernel"))
-        km.connection_file = str(scratch / "kernel.json")
+                                  transport="ipc", ip=str(area.work / "kernel"))
+        km.connection_file = str(area.work / "kernel.json")
         km.sandbox_uid = uid
         root = Path(self.course_root or os.getcwd())
-        limits = Limits(self.memory_bytes, self.max_processes, self.file_size_bytes)
-        hide = hidden_paths(root, REPO)
-        km.sandbox_wrap = launcher_prefix(scratch, uid, hide, limits, self._protections)
+        km.sandbox_wrap = launcher_prefix(area, uid, hidden_paths(root, REPO), self.limits, self._protections)
         return km
 
-    def _run_cells(self, cells: list[int], replay: list[int], scratch: Path, uid: int | None,
+    def _run_cells(self, cells: list[int], replay: list[int], area: RunArea, uid: int | None,
                    deadline: float) -> int | None:
         """Run ``cells`` after silently replaying ``replay``; the index that killed the kernel."""
-        self.km = self._kernel_manager(scratch, uid)
+        self.km = self._kernel_manager(area, uid)
         self.owns_km = True
         current = None
+        env = allowed_environment(area, self.threads, MPLBACKEND=INLINE_BACKEND)
         try:
-            with self.setup_kernel(env=sandbox_env(scratch, MPLBACKEND=INLINE_BACKEND), cwd=str(scratch)):
+            with self.setup_kernel(env=env, cwd=str(area.work)):
                 self.wait_for_reply(self.kc.kernel_info())
                 for index in replay:  # nbclient stores the executed cell back: keep the original
                     current, original = index, self.nb.cells[index]
@@ -165,11 +140,19 @@ class SandboxedExecute(Execute):
             if uid is not None:
                 kill_user_processes(uid)
 
+    def _helpers(self) -> list[Path]:
+        folder = Path(self.helpers_dir) if self.helpers_dir else None
+        if folder is None:
+            assignment = self.resources.get("nbgrader", {}).get("assignment")
+            folder = Path(self.course_root or os.getcwd()) / "release" / assignment if assignment else None
+        return sorted(p for p in folder.iterdir() if p.suffix == ".py" and p.is_file()) if folder and folder.is_dir() else []
+
     def preprocess(self, nb, resources=None, km=None):
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self.interrupt_on_timeout = False
+        self.timeout = int(self.limits.cell_timeout_s)
         self._output_used, self._output_capped = {}, set()
         self._protections = detect_protections() if self.sandbox else SANDBOX_OFF
         if self._protections.separate_user:
@@ -178,23 +161,24 @@ class SandboxedExecute(Execute):
         return self._preprocess_as(nb, None)
 
     def _preprocess_as(self, nb, uid: int | None):
-        source_dir = Path(self.resources.get("metadata", {}).get("path") or os.getcwd())
-        scratch = prepare_scratch(source_dir, uid)
+        root = Path(self.course_root or os.getcwd())
+        area = make_run_area(root / STAGING / SCRATCH, self._helpers(), uid, self.limits, self._protections)
         events: list[dict] = []
         code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
         done: list[int] = []
-        deadline = time.monotonic() + self.notebook_timeout
+        limit_s = self.limits.notebook_timeout_s
+        deadline = time.monotonic() + limit_s
         try:
             pending = code_cells
             restarts = 0
             while pending:
                 self._failure = None
                 try:
-                    failed = self._run_cells(pending, done, scratch, uid, deadline)
+                    failed = self._run_cells(pending, done, area, uid, deadline)
                 except NotebookTimeout as stop:
                     for index in pending[pending.index(stop.index):]:
                         nb.cells[index].outputs.append(error_output(
-                            "NotRun", f"not run: the notebook exceeded {self.notebook_timeout:.0f} s"))
+                            "NotRun", f"not run: the notebook exceeded {limit_s:.0f} s"))
                     events.append(self._event(stop.index, "notebook time limit", "cells from here not run"))
                     break
                 if failed is None:
@@ -214,9 +198,9 @@ class SandboxedExecute(Execute):
                     events.append(self._event(pending[0] if pending else failed, "too many restarts", ""))
                     break
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_run_area(area)
         for index in sorted(self._output_capped):
-            events.append(self._event(index, "output truncated", f"more than {self.output_bytes} bytes"))
+            events.append(self._event(index, "output truncated", f"more than {self.limits.output_bytes} bytes"))
         nb.metadata[METADATA_KEY] = {"events": events, "sandbox_missing": self._protections.missing()}
         self.set_widgets_metadata()
         return nb, self.resources

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.build import REPO, build_release, build_source, tool_environment
+from autograder.build.release import build_release
+from autograder.build.source import build_source
+from autograder.course import REPO, tool_environment
 from autograder.demo import fill_solutions
 from autograder.grade import grade_all
 

@@ -15,7 +15,7 @@ helpers ``integer_reference`` and ``error_bound`` are reimplemented here.
 import tracemalloc
 
 import numpy as np
-from probekit import close, raised, raises_naming, same
+from observe import close, raised, raises_naming, same
 
 
 # -- reading what student code returned, without trusting its methods -----------------------

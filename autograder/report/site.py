@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-from autograder.build import QUIET_KERNEL, BuildError, course_arguments, ipc_kernel_manager, tool_environment
+from autograder.build.source import BuildError
+from autograder.course import QUIET_KERNEL, course_arguments, ipc_kernel_manager, tool_environment
 
 
 def execute_in_order(notebooks: list[Path], graded_sizes: bool) -> list[tuple[nbformat.NotebookNode, float]]:

@@ -10,7 +10,7 @@ an earlier answer gains nothing.
 import time
 
 import numpy as np
-from probekit import same
+from observe import same
 
 REPEATS = 21
 SLOW_S = 2.0          # a kernel slower than this per call is timed once, not ranked

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from autograder.build import course_arguments
+from autograder.course import course_arguments
 
 PATTERNS = {
     "canvas": r"^(?P<student>[^_/]+)(?:_LATE)?_\d+_\d+_(?P<file>.+)$",

@@ -19,7 +19,7 @@ import threading
 import tracemalloc
 
 import numpy as np
-from probekit import close, raises_naming, same
+from observe import close, raises_naming, same
 
 
 # -- shared helpers ---------------------------------------------------------------------------

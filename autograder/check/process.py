@@ -1,29 +1,29 @@
-"""The outside check's process: a submission's code, then the probes, in the grading sandbox.
+"""The check process: a submission's code, then its visible tests and checks, in the sandbox.
 
-``autograder/verify.py`` starts ``python -c BOOTSTRAP`` in the scratch folder as the sandbox
-user and writes one JSON line to its stdin: this file's text, ``probekit``'s and the checks'
-text, the steps, the seed and a message key. The process
+``autograder/check/runner.py`` starts ``python -I -c BOOTSTRAP`` in a run area as the sandbox
+user. The first frame on stdin (``protocol.py``) is the request: this file's text, the protocol's
+and ``observe.py``'s, the checks, the steps and one seed per check run. The process then
 
-1. points file descriptors 1 and 2 at /dev/null (nothing printed can pass for an answer) and
-   keeps a private copy of the original stdout for its messages, each signed with the key;
-2. installs an audit hook (which cannot be removed) recording what student code does outside
-   its lane: files outside the scratch folder, processes, sockets, ctypes, the garbage
-   collector, stack frames, attributes set on classes it did not write;
-3. runs the given cells and the student's cells in an IPython shell, as a kernel would
-   (magics work), but never the notebook's test cells;
-4. records what the student's code changed: functions of numpy, numpy.testing, builtins and
-   friends replaced, given names rebound, IPython input/AST transformers, display formatters
-   and event callbacks installed, trace hooks, threads left running; and puts the replaced
-   module attributes and given names back;
-5. calls each probe (a function of the checks named after a test cell's grade_id) directly,
-   never through the shell, with a generator seeded by the grader, and sends its observations.
+1. keeps a private copy of stdout for its frames and points file descriptor 1 at /dev/null;
+2. installs an audit hook (which cannot be removed) noting what student code does outside its
+   lane: files outside the work folder, processes, sockets, ctypes, the garbage collector,
+   stack frames, attributes set on classes it did not write;
+3. imports what the checks need, and says ``ready``: a failure before this point is the
+   grader's own, after it the submission's;
+4. runs the given cells and the student's cells in an IPython shell, as a kernel would (magics
+   work), but never a test cell as the notebook has it;
+5. puts back what student code replaced (functions of numpy, numpy.testing, builtins and friends,
+   given names, import hooks) and notes it;
+6. for each test cell: runs its visible test as plain Python in a copy of the namespace, then
+   calls its check once per seed, and sends the observations.
 
+Nothing this process sends is trusted: student code runs in it and can write any frame. The
+grader compares observations with the reference's outside, computes evidence from its own
+records, and scores nothing it did not see finish. What is noted here are flags for review.
 Only the standard library, NumPy and IPython are used: the repository is hidden in the sandbox.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import sys
@@ -33,7 +33,8 @@ import zlib
 
 WATCHED_MODULES = ("builtins", "numpy", "numpy.testing", "numpy.linalg", "numpy.random", "numpy.fft",
                    "math", "time", "threading", "tracemalloc", "functools", "operator", "os", "io",
-                   "json", "unittest", "IPython.display", "IPython.core.display_functions", "probekit")
+                   "json", "unittest", "IPython.display", "IPython.core.display_functions", "observe",
+                   "acclab_protocol")
 SYS_ATTRIBUTES = ("displayhook", "excepthook", "meta_path", "path_hooks", "stdout", "stderr", "modules")
 IMPORT_HOOKS = ("meta_path", "path_hooks")  # lists changed in place: compared by content
 IGNORED_CHANGES = {("builtins", "_"), ("builtins", "__"), ("builtins", "___")}
@@ -54,38 +55,26 @@ DIRECT = {"ctypes.dlopen": "used ctypes", "ctypes.dlsym": "used ctypes", "ctypes
           "code.__new__": "built a code object", "function.__new__": "built a function object"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 READ_ROOTS_EXTRA = ("/usr/share/", "/usr/lib/", "/usr/local/lib/", "/usr/lib64/", "/etc/",
-                    "/sys/devices/system/cpu/", "/dev/null", "/dev/urandom")
+                    "/sys/devices/system/cpu/", "/dev/null", "/dev/urandom", "/proc/self/")
 MAX_FLAGS = 40
+MESSAGE_CHARS = 300
 _exec, _compile = exec, compile  # bound before student code runs
-TRUSTED_FILES = ("<verify_driver>", "<probekit>", "<checks>")
-
-
-class Channel:
-    """Signed JSON lines on a private copy of the original stdout."""
-
-    def __init__(self, key: bytes):
-        self._out = os.fdopen(os.dup(1), "w", buffering=1)
-        self._key = key
-
-    def send(self, **message) -> None:
-        body = json.dumps(message, allow_nan=True, separators=(",", ":"))
-        mac = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
-        self._out.write(json.dumps({"m": body, "mac": mac}) + "\n")
+TRUSTED_FILES = ("<check-process>", "<observe>", "<protocol>", "<checks>", "<visible-test>")
 
 
 class Watch:
     """The audit hook's view: which code is the student's, and what it did."""
 
-    def __init__(self, scratch: str, helpers: list[str]):
+    def __init__(self, work: str, helpers: str):
         self.phase = "setup"            # setup | given | student | probe
         self.flags: list[str] = []
         self.given_objects: set[int] = set()
-        self.scratch = os.path.abspath(scratch) + os.sep
-        self.helpers = {os.path.join(self.scratch, name) for name in helpers}
+        self.work = os.path.abspath(work) + os.sep
+        self.helpers = os.path.join(os.path.abspath(helpers), "")
         prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
         prefixes |= {os.path.realpath(p) for p in prefixes}
         self.library = tuple(os.path.join(p, "") for p in prefixes)
-        self.read_roots = (self.scratch, *self.library, *READ_ROOTS_EXTRA)
+        self.read_roots = (self.work, self.helpers, *self.library, *READ_ROOTS_EXTRA)
         self._busy = False
 
     def flag(self, text: str) -> None:
@@ -99,7 +88,7 @@ class Watch:
             return "student"
         if filename in TRUSTED_FILES or filename.startswith("<given-cell-"):
             return "trusted"
-        if filename.startswith("<frozen ") or filename.startswith(self.library) or filename in self.helpers:
+        if filename.startswith("<frozen ") or filename.startswith(self.library) or filename.startswith(self.helpers):
             return "library"
         return "student"
 
@@ -153,10 +142,10 @@ class Watch:
 
     def _path(self, path, writing: bool) -> None:
         full = os.path.abspath(os.fsdecode(path))
-        if writing and not (full + os.sep).startswith(self.scratch) and full != "/dev/null":
-            self.flag(f"wrote {full} outside the scratch folder")
+        if writing and not (full + os.sep).startswith(self.work) and full != "/dev/null":
+            self.flag(f"wrote {full} outside its work folder")
         elif not writing and not (full + os.sep).startswith(self.read_roots) and not full.startswith(self.read_roots):
-            self.flag(f"read {full} outside the scratch folder")
+            self.flag(f"read {full} outside its work folder")
 
     def _note_direct(self, event: str, args: tuple) -> None:
         what = DIRECT[event]
@@ -271,18 +260,46 @@ def run_given(source: str, user_ns: dict, modules_before: tuple[dict, dict], giv
     return error
 
 
-def main(request: dict) -> None:
-    channel = Channel(bytes.fromhex(request["key"]))
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:MESSAGE_CHARS]
+
+
+def run_visible(source: str, user_ns: dict, watch: Watch) -> BaseException | None:
+    """A test cell's visible test as plain Python in the notebook's namespace, as the kernel runs
+    it (no IPython transformer touches it); the names it binds are put back afterwards, so they
+    do not leak into the checks."""
+    before = dict(user_ns)
+    watch.phase = "probe"
+    try:
+        _exec(_compile(source, "<visible-test>", "exec"), user_ns)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
+        return exc
+    finally:
+        watch.phase = "setup"
+        user_ns.clear()
+        user_ns.update(before)
+    return None
+
+
+def main(request: dict, reader) -> None:
+    out = os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(null, 2)
-    watch = Watch(request["scratch"], request.get("helpers", []))
-    sys.addaudithook(watch.hook)
+    protocol = sys.modules["acclab_protocol"]
+    send_lock = threading.Lock()
 
-    probekit = types.ModuleType("probekit")
-    exec(compile(request["probekit"], "<probekit>", "exec"), vars(probekit))
-    sys.modules["probekit"] = probekit
+    def send(message: dict) -> None:
+        with send_lock:
+            protocol.write_frame(out, message)
+
+    sys.path[:] = [path for path in sys.path if path] + [request["helpers"]]
+    watch = Watch(request["work"], request["helpers"])
+    sys.addaudithook(watch.hook)
+    observe = types.ModuleType("observe")
+    exec(compile(request["observe"], "<observe>", "exec"), vars(observe))
+    sys.modules["observe"] = observe
+    observe._connect(observe.Client(send, reader.read))
     import numpy as np
     import numpy.testing  # noqa: F401 (watched: students' first target)
     from IPython.core.interactiveshell import InteractiveShell
@@ -292,16 +309,17 @@ def main(request: dict) -> None:
     config.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=config)
     user_ns = shell.user_ns
+    checks: dict = {"__name__": "checks"}
+    _exec(_compile(request["checks"], "<checks>", "exec"), checks)
+    send({"kind": "ready"})
+
     modules_before = module_state()
     ipython_before = ipython_state(shell)
     given_before: dict = {}
-    skip = set(request.get("skip", []))
-    steps = [s for s in request["steps"] if s["id"] not in skip]
-    cells = [s for s in steps if s["kind"] != "probe"]
-    probes = [s for s in steps if s["kind"] == "probe"]
-
-    for step in cells:
-        channel.send(start=step["id"])
+    skip = set(request["skip"])
+    steps = [step for step in request["steps"] if step["id"] not in skip]
+    for step in [s for s in steps if s["kind"] in ("given", "student")]:
+        send({"kind": "start", "step": step["id"]})
         if step["kind"] == "given":
             error = run_given(step["source"], user_ns, modules_before, given_before, watch)
         else:
@@ -309,8 +327,8 @@ def main(request: dict) -> None:
             result = shell.run_cell(step["source"], store_history=True)
             watch.phase = "setup"
             error = result.error_before_exec or result.error_in_exec
-        channel.send(end=step["id"], error=None if error is None else f"{type(error).__name__}: {error}"[:300],
-                     flags=watch.flags)
+        send({"kind": "end", "step": step["id"], "error": None if error is None else _error_text(error),
+              "flags": watch.flags})
 
     ipython_after = ipython_state(shell)
     for what, value in ipython_before.items():
@@ -326,32 +344,38 @@ def main(request: dict) -> None:
     if running:
         watch.flag(f"student code left {len(running)} thread(s) running")
 
-    checks: dict = {"__name__": "checks"}
-    _exec(_compile(request["checks"], "<checks>", "exec"), checks)
-    for step in probes:
-        channel.send(start=step["id"])
-        probe = checks.get(step["id"])
-        rng = np.random.default_rng([request["seed"], zlib.crc32(step["id"].encode())])
+    for step in [s for s in steps if s["kind"] in ("visible", "check")]:
+        send({"kind": "start", "step": step["id"]})
+        restore_modules(modules_before, watch)
+        restore_given(user_ns, given_before, watch)
+        if step["kind"] == "visible":
+            error = run_visible(step["source"], user_ns, watch)
+            send({"kind": "end", "step": step["id"], "error": None if error is None else _error_text(error),
+                  "flags": watch.flags})
+            continue
+        check = checks.get(step["check"])
+        rng = np.random.default_rng(step["seed"])
         observations, error = None, None
         watch.phase = "probe"
         try:
-            observations = probe(user_ns, rng)
+            observations = check(user_ns, rng)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
-            error = f"{type(exc).__name__}: {exc}"[:300]
+            error = _error_text(exc)
         watch.phase = "setup"
         if error is None and not (type(observations) is dict
                                   and all(type(v) is dict and "rule" in v for v in observations.values())):
-            observations, error = None, "the probe did not return observations"
+            observations, error = None, "the check did not return observations"
         try:
-            channel.send(end=step["id"], error=error, observations=observations, flags=watch.flags)
+            send({"kind": "end", "step": step["id"], "error": error, "observations": observations,
+                  "flags": watch.flags})
         except (TypeError, ValueError) as exc:
-            channel.send(end=step["id"], error=f"observations not plain data: {exc}"[:300], observations=None,
-                         flags=watch.flags)
-    restore_modules(modules_before, watch)  # student functions may patch while the probes call them
-    channel.send(flags=watch.flags)
-    channel.send(finished=True)
+            send({"kind": "end", "step": step["id"], "error": _error_text(exc), "observations": None,
+                  "flags": watch.flags})
+    restore_modules(modules_before, watch)
+    send({"kind": "flags", "flags": watch.flags})
+    send({"kind": "finished"})
     os._exit(0)  # threads the student left must not keep the process alive
 
 
-if __name__ == "verify_driver":
-    main(globals()["REQUEST"])
+if __name__ == "check_process":
+    main(globals()["REQUEST"], globals()["READER"])

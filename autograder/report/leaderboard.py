@@ -28,9 +28,11 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 
-from autograder.build import STAGING, course_arguments  # noqa: E402
-from autograder.integrity import helper_files  # noqa: E402
-from autograder.verify import CHECKS_ROOT, decode, run_checks  # noqa: E402
+from autograder.check.answer_key import helper_files  # noqa: E402
+from autograder.check.judge import decode  # noqa: E402
+from autograder.check.runner import CHECKS_ROOT, check_step_id, run_checks  # noqa: E402
+from autograder.course import STAGING, course_arguments, sandbox_limits  # noqa: E402
+from autograder.run.sandbox import SCRATCH  # noqa: E402
 
 KERNELS = {  # benchmark -> (notebook, baseline, unit of the machine's rate)
     "matmul_blocked": ("01_loops_and_blocking", "np.matmul", "GFLOP/s"),
@@ -39,7 +41,6 @@ KERNELS = {  # benchmark -> (notebook, baseline, unit of the machine's rate)
 MAX_SPREAD = 0.25
 NICKNAME_FILE = "nickname.txt"
 NICKNAME = re.compile(r"^[A-Za-z0-9 _.\-]{1,24}$")
-ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 @dataclass
@@ -105,11 +106,12 @@ def benchmark_student(root: Path, assignment: str, student: str, benchmarks: str
         if not path.is_file():
             entries.append(Entry(student, shown, kernel, "not run", detail=f"{notebook}.ipynb not submitted"))
             continue
-        outcome = run_checks(nbformat.read(path, as_version=4), benchmarks, 0, staged,
+        outcome = run_checks(nbformat.read(path, as_version=4), benchmarks, 0, helper_files(release),
                              nbformat.read(release / f"{notebook}.ipynb", as_version=4), course_root=root,
-                             helpers=helper_files(release), run=[kernel], env=ONE_THREAD)
-        entries.append(score_entry(student, shown, kernel, outcome.observations.get(kernel),
-                                   outcome.errors.get(kernel), outcome.flags))
+                             scratch_root=root / STAGING / SCRATCH, limits=sandbox_limits(), only=[kernel], threads=1)
+        result = outcome.steps[check_step_id(kernel, 0)]
+        entries.append(score_entry(student, shown, kernel, result.observations if result.ok else None,
+                                   result.error or result.failure, outcome.flags))
     return entries
 
 

@@ -8,7 +8,7 @@ compares them with the reference solution's observations outside that process. T
 them.
 """
 import numpy as np
-from probekit import close, raised, raises_naming, same
+from observe import close, raised, raises_naming, same
 
 
 def _shape(rng, low=1, high=9):

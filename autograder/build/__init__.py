@@ -1,0 +1,1 @@
+"""Stage 1, build: ``modules/`` -> ``source/`` (``source.py``) -> ``release/`` (``release.py``)."""

@@ -1,0 +1,588 @@
+"""The outside check, grader side: run a notebook's visible tests and checks in a sandboxed check
+process, serve it the values of served arrays while recording what it asks for, and fail closed.
+
+nbgrader's tests run in the student's kernel, after the student's code, which can make them pass
+(a no-op ``assert_allclose``, an AST transformer stripping asserts, an object equal to
+everything, a cell that displays a score). The outside check runs in a fresh process in the
+grading sandbox (``process.py``): the notebook's given and student cells, then for every test
+cell its visible test and its check (``checks/<assignment>/<notebook>.py``) once per seed. Seeds
+are derived from the batch's secret seed per test cell and run; the batch seed never enters the
+process. Everything the process sends is the student's to write, so:
+
+- frames are bounded and validated (``protocol.py``); anything else ends the check and every
+  step that had not finished fails (``Outcome.failure`` says why), with no second chance;
+- a step that hangs or kills the process fails alone: the process starts again, replays the
+  cells and goes on with the next step;
+- a process that cannot start (before it says ``ready``, so before any student code ran) is the
+  grader's own failure and is tried once more in a fresh process;
+- the evidence of how values were computed (served arrays, peak memory, rendezvous) is recorded
+  here, never taken from the process.
+
+Nothing is scored here: ``judge.py`` compares outcomes with the answer key.
+"""
+from __future__ import annotations
+
+import ast
+import base64
+import fcntl
+import hashlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from autograder.check.evidence import MAX_SERVED_ARRAYS, EvidenceError, ServedRecord, register
+from autograder.check.protocol import Ended, FrameReader, ProtocolError, TimedOut, encode_frame
+from autograder.course import REPO, is_autograded_test, nbgrader_meta, printable
+from autograder.run.sandbox import (Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
+                                    detect_protections, hidden_paths, kill_user_processes, launcher_prefix,
+                                    make_run_area, remove_run_area)
+
+HERE = Path(__file__).resolve().parent
+PROCESS, OBSERVE, PROTOCOL = HERE / "process.py", HERE / "observe.py", HERE / "protocol.py"
+CHECKS_ROOT = REPO / "checks"
+BOOTSTRAP = """
+import os, struct, json, sys, types
+def _read(n):
+    data = b''
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            raise SystemExit(3)
+        data += chunk
+    return data
+request = json.loads(_read(struct.unpack('>I', _read(4))[0]))
+protocol = types.ModuleType('acclab_protocol')
+exec(compile(request['protocol'], '<protocol>', 'exec'), vars(protocol))
+sys.modules['acclab_protocol'] = protocol
+exec(compile(request['process'], '<check-process>', 'exec'),
+     {'__name__': 'check_process', 'REQUEST': request, 'READER': protocol.FrameReader(0)})
+"""
+CELL_KINDS, TEST_KINDS = ("given", "student"), ("visible", "check")
+START_TIMEOUT_S = 60.0
+RENDEZVOUS_TIMEOUT_S = 5.0
+MAX_FLAGS, FLAG_CHARS, ERROR_CHARS = 40, 200, 300
+NO_SANDBOX = Protections(False, False, False, False, ("outside check run without the sandbox",))
+_AST_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing the check process does: run a cell, a visible test, or a check with a seed."""
+
+    id: str
+    kind: str            # given | student | visible | check
+    source: str = ""     # the cell's or the visible test's code
+    check: str = ""      # the check's name (a test cell's grade_id)
+    seed: int = 0
+
+
+@dataclass
+class StepResult:
+    """How one step ended, and (for a check) what the grader recorded while it ran."""
+
+    ok: bool
+    error: str | None = None                 # the process's own text: for the instructor, never for feedback
+    failure: str | None = None               # the grader's words: why the step did not finish
+    observations: dict | None = None
+    served: list[ServedRecord] = field(default_factory=list)
+    memory: dict[int, float | None] = field(default_factory=dict)   # window -> peak bytes over its start
+    rendezvous: dict[int, int] = field(default_factory=dict)        # group -> most calls waiting at once
+
+
+@dataclass
+class Outcome:
+    """What one outside check of one notebook produced."""
+
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    failure: str | None = None   # why the check stopped before its end (then unfinished steps failed)
+    restarts: int = 0
+
+    def flag(self, text: str) -> None:
+        text = printable(str(text), FLAG_CHARS)
+        if text not in self.flags and len(self.flags) < MAX_FLAGS:
+            self.flags.append(text)
+
+
+# -- what to run ------------------------------------------------------------------------------
+def parse_python(source: str) -> ast.Module:
+    """``ast.parse`` one thread at a time: in Python 3.11 two threads parsing at once can fail with
+    "SystemError: AST constructor recursion depth mismatch" (CPython issue gh-106905)."""
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
+def check_names(source: str) -> list[str]:
+    """Top-level function names of a checks file: each is the check of the test cell so named."""
+    return [node.name for node in parse_python(source).body
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
+
+
+def checks_file(notebook: str, assignment: str, checks_root: Path = CHECKS_ROOT) -> Path:
+    return checks_root / assignment / f"{notebook}.py"
+
+
+def _constants_only(node: ast.Assign | ast.AnnAssign) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+
+
+def definitions_only(source: str) -> bool:
+    """Whether a cell only defines: imports, functions, classes, UPPER_CASE constants (whatever
+    they call) and other assignments that call nothing. Such cells are cheap to rerun; the
+    others are the notebook's experiments."""
+    try:
+        body = parse_python(source).body
+    except SyntaxError:
+        return False
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and (
+                _constants_only(node) or not any(isinstance(sub, ast.Call) for sub in ast.walk(node.value))):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        return False
+    return bool(body)
+
+
+def derive_seed(batch_seed: int, check: str, run: int) -> int:
+    """The seed of one run of one check: a hash of the batch's secret seed, so the process that
+    gets it learns nothing about the batch seed or the other checks' inputs."""
+    digest = hashlib.sha256(f"{batch_seed}/{check}/{run}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def check_step_id(check: str, run: int) -> str:
+    return f"check {check} #{run}"
+
+
+def check_steps(nb: nbformat.NotebookNode, checks: list[str], batch_seed: int, runs: int = 1,
+                released: nbformat.NotebookNode | None = None, only: list[str] | None = None) -> list[Step]:
+    """The cells the check process runs, then per test cell its visible test and ``runs`` checks.
+
+    Test cells never run as the submission has them: the visible test is the release's (the
+    source's when ``released`` is None). nbgrader's locked cells are given; solution cells are
+    the student's. A plain cell counts as given only if the release has it word for word
+    (``released=None``: every plain cell is the instructor's, as in a source notebook), and then
+    runs only if it just imports and defines: the experiments are left out. Any other plain cell
+    is the student's own and runs. ``only`` runs these checks instead, without visible tests
+    (the leaderboard's benchmarks).
+    """
+    given_cells = released if released is not None else nb
+    instructor = None if released is None else {
+        c.source for c in released.cells if c.cell_type == "code" and not nbgrader_meta(c)}
+    visible = {nbgrader_meta(c)["grade_id"]: c.source for c in given_cells.cells if is_autograded_test(c)}
+    steps, tests = [], []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = nbgrader_meta(cell)
+        if is_autograded_test(cell):
+            tests.append(meta["grade_id"])
+        elif meta.get("solution"):
+            steps.append(Step(f"cell {index} [{meta['grade_id']}]", "student", cell.source))
+        elif meta:
+            steps.append(Step(f"cell {index} [{meta.get('grade_id')}]", "given", cell.source))
+        elif instructor is None or cell.source in instructor:
+            if definitions_only(cell.source):
+                steps.append(Step(f"cell {index}", "given", cell.source))
+        else:
+            steps.append(Step(f"cell {index}", "student", cell.source))
+    if only is not None:
+        return steps + [Step(check_step_id(name, 0), "check", check=name, seed=derive_seed(batch_seed, name, 0))
+                        for name in only]
+    for grade_id in tests:
+        if grade_id in visible:
+            steps.append(Step(f"visible {grade_id}", "visible", visible[grade_id], check=grade_id))
+        if grade_id in checks:
+            steps += [Step(check_step_id(grade_id, run), "check", check=grade_id,
+                           seed=derive_seed(batch_seed, grade_id, run)) for run in range(runs)]
+    return steps
+
+
+# -- the process ---------------------------------------------------------------------------
+class _CheckProcess:
+    """One start of the check process: frames in, replies out, both with deadlines."""
+
+    def __init__(self, command: list[str], env: dict, area: RunArea, request: dict, deadline: float):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, cwd=area.work, env=env, start_new_session=True)
+        self.stdin = self.proc.stdin.fileno()
+        fcntl.fcntl(self.stdin, fcntl.F_SETFL, fcntl.fcntl(self.stdin, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self.reader = FrameReader(self.proc.stdout.fileno())
+        self.send(request, deadline)
+
+    def send(self, message: dict, deadline: float) -> None:
+        """Write one frame; ``Ended`` if the process is gone, ``TimedOut`` if it stops reading."""
+        data = memoryview(encode_frame(message))
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimedOut()
+            _, ready, _ = select.select([], [self.stdin], [], left)
+            if not ready:
+                raise TimedOut()
+            try:
+                data = data[os.write(self.stdin, data):]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise Ended() from None
+
+    def python_pid(self) -> int:
+        """The process id (in the grader's namespace) of the Python running in the sandbox: the
+        launcher's child when the sandbox gives it its own process ids, else the launcher."""
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return int(children[0]) if children else self.proc.pid
+
+    def stop(self, uid: int | None) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if uid is not None:
+            kill_user_processes(uid)
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _read_kib(pid: int, field_name: str) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class _Attempt:
+    """One start of the check process, message by message, until it finishes, dies, hangs or
+    breaks the protocol."""
+
+    def __init__(self, steps: dict[str, Step], outcome: Outcome, limits: Limits, deadline: float):
+        self.steps, self.outcome, self.limits, self.deadline = steps, outcome, limits, deadline
+        self.ready = False
+        self.current: str | None = None
+        self.step_deadline = 0.0
+        self.pending: dict[int, list[int]] = {}          # rendezvous group -> waiting request numbers
+        self.rendezvous_deadline: dict[int, float] = {}
+        self.failed_groups: set[int] = set()
+        self.finished = False
+
+    def _timeout(self, kind: str | None) -> float:
+        return self.limits.cell_timeout_s
+
+    def run(self, process: _CheckProcess) -> tuple[str, str | None]:
+        """('finished' | 'start failed' | 'stopped' | 'protocol', step id or None)."""
+        self.process = process
+        self.step_deadline = min(self.deadline, time.monotonic() + START_TIMEOUT_S)
+        while True:
+            wake = min([self.step_deadline, *self.rendezvous_deadline.values()])
+            try:
+                message = process.reader.read(wake)
+            except TimedOut:
+                now = time.monotonic()
+                try:
+                    self._release_late_groups(now)
+                except (Ended, TimedOut):
+                    return "stopped", self._stopped("stopped reading the grader's replies")
+                if now < self.step_deadline:
+                    continue
+                if not self.ready:
+                    return "start failed", "it did not say it was ready in time"
+                return "stopped", self._stopped("ran out of time" if now >= self.deadline
+                                                else f"ran longer than {self._timeout(None):.0f} s and was stopped")
+            except Ended:
+                if not self.ready:
+                    return "start failed", "it exited before it was ready"
+                if self.current is None and not self.finished:
+                    return "stopped", None
+                return "stopped", self._stopped("the process died here (os._exit, a crash or the memory limit)")
+            except ProtocolError as exc:
+                return "protocol", str(exc)
+            try:
+                self._handle(message)
+            except (ProtocolError, EvidenceError) as exc:
+                return "protocol", str(exc)
+            except (Ended, TimedOut):
+                return "stopped", self._stopped("stopped reading the grader's replies")
+            if self.finished:
+                return "finished", None
+
+    def _stopped(self, why: str) -> str | None:
+        if self.current is None:
+            return None
+        self.outcome.steps[self.current] = StepResult(False, failure=why)
+        return self.current
+
+    def _reply(self, number, **message) -> None:
+        self.process.send(dict(message, reply=number), self.step_deadline)
+
+    def _release_late_groups(self, now: float) -> None:
+        for group, due in list(self.rendezvous_deadline.items()):
+            if now >= due:
+                for number in self.pending.pop(group, []):
+                    self._reply(number, filled=False)
+                self.failed_groups.add(group)
+                del self.rendezvous_deadline[group]
+
+    def _handle(self, message: dict) -> None:
+        kind = message.get("kind")
+        if kind == "ready":
+            if self.ready:
+                raise ProtocolError("said 'ready' twice")
+            self.ready = True
+            self.step_deadline = min(self.deadline, time.monotonic() + self.limits.cell_timeout_s)
+            return
+        if not self.ready:
+            raise ProtocolError(f"sent {str(kind)[:20]!r} before it was ready")
+        if kind == "start":
+            step = message.get("step")
+            if type(step) is not str or step not in self.steps or step in self.outcome.steps or self.current:
+                raise ProtocolError("started a step that is not next")
+            self.current = step
+            self.record = StepResult(False)
+            self.step_deadline = min(self.deadline, time.monotonic() + self._timeout(self.steps[step].kind))
+        elif kind == "end":
+            self._end(message)
+        elif kind == "serve":
+            self._serve(message)
+        elif kind == "memory":
+            self._memory(message)
+        elif kind == "rendezvous":
+            self._rendezvous(message)
+        elif kind == "flags":
+            self._flags(message.get("flags"))
+        elif kind == "finished":
+            if self.current is not None:
+                raise ProtocolError("finished in the middle of a step")
+            self.finished = True
+        else:
+            raise ProtocolError("a message of an unknown kind")
+
+    def _flags(self, flags) -> None:
+        if flags is None:
+            return
+        if type(flags) is not list or len(flags) > MAX_FLAGS or not all(type(f) is str for f in flags):
+            raise ProtocolError("malformed flags")
+        for text in flags:
+            self.outcome.flag(text)
+
+    def _end(self, message: dict) -> None:
+        step = message.get("step")
+        if step != self.current or step is None:
+            raise ProtocolError("ended a step that was not running")
+        error, observations = message.get("error"), message.get("observations")
+        if error is not None and type(error) is not str:
+            raise ProtocolError("malformed error")
+        if observations is not None and (type(observations) is not dict or self.steps[step].kind != "check"):
+            raise ProtocolError("malformed observations")
+        self._flags(message.get("flags"))
+        if self.pending:
+            raise ProtocolError("ended a step while calls still waited at a rendezvous")
+        result = self.record
+        result.error = None if error is None else printable(error, ERROR_CHARS)
+        result.observations = observations
+        result.ok = error is None and (observations is not None or self.steps[step].kind != "check")
+        if not result.ok and result.failure is None:
+            result.failure = "raised an exception" if error else "returned no observations"
+        self.outcome.steps[step] = result
+        self.current = None
+        self.pending, self.rendezvous_deadline, self.failed_groups = {}, {}, set()
+        self.step_deadline = min(self.deadline, time.monotonic() + self.limits.cell_timeout_s)
+
+    def _in_check(self) -> StepResult:
+        if self.current is None or self.steps[self.current].kind not in TEST_KINDS:
+            raise ProtocolError("asked the grader for something outside a test")
+        return self.record
+
+    def _serve(self, message: dict) -> None:
+        record = self._in_check()
+        number, op = message.get("request"), message.get("op")
+        if type(number) is not int:
+            raise ProtocolError("a request without a number")
+        if op == "register":
+            if len(record.served) >= MAX_SERVED_ARRAYS:
+                raise ProtocolError("too many served arrays")
+            data = message.get("data")
+            if type(data) is not str or type(message.get("dtype")) is not str:
+                raise ProtocolError("malformed registration")
+            try:
+                raw = base64.b64decode(data, validate=True)
+                record.served.append(register(message["dtype"], message.get("shape"), raw))
+            except (ValueError, TypeError) as exc:
+                raise ProtocolError(f"malformed registration ({type(exc).__name__})") from None
+            self._reply(number, handle=len(record.served) - 1)
+            return
+        handle = message.get("handle")
+        if type(handle) is not int or not 0 <= handle < len(record.served):
+            raise ProtocolError("no such served array")
+        served = record.served[handle]
+        if op == "element":
+            values = served.element(message.get("position"))
+        elif op in ("slice", "use"):
+            view = message.get("view")
+            if type(view) is not dict:
+                raise ProtocolError("malformed view")
+            where = served.positions(view)
+            values = served.slice(where) if op == "slice" else served.use(where, message.get("purpose"),
+                                                                           message.get("call"))
+            if not message.get("want"):
+                values = None
+        else:
+            raise ProtocolError("an unknown request")
+        data = None if values is None else base64.b64encode(values.tobytes()).decode("ascii")
+        self._reply(number, data=data)
+
+    def _memory(self, message: dict) -> None:
+        record = self._in_check()
+        number, action = message.get("request"), message.get("action")
+        if type(number) is not int:
+            raise ProtocolError("a request without a number")
+        pid = self.process.python_pid()
+        if action == "start":
+            window = len(record.memory)
+            if window >= 64:
+                raise ProtocolError("too many memory windows")
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets the peak RSS to the current RSS
+                record.memory[window] = _read_kib(pid, "VmRSS")
+            except OSError:
+                record.memory[window] = None
+            self._reply(number, window=window)
+        elif action == "stop":
+            window = message.get("window")
+            if type(window) is not int or window not in record.memory:
+                raise ProtocolError("no such memory window")
+            start, peak = record.memory[window], _read_kib(pid, "VmHWM")
+            record.memory[window] = None if start is None or peak is None else max(0.0, peak - start)
+            self._reply(number)
+        else:
+            raise ProtocolError("an unknown memory request")
+
+    def _rendezvous(self, message: dict) -> None:
+        record = self._in_check()
+        number, group, count = message.get("request"), message.get("group"), message.get("count")
+        if type(number) is not int or type(group) is not int or type(count) is not int or not 1 <= count <= 256:
+            raise ProtocolError("malformed rendezvous")
+        if group in self.failed_groups:
+            self._reply(number, filled=False)
+            return
+        waiting = self.pending.setdefault(group, [])
+        waiting.append(number)
+        record.rendezvous[group] = max(record.rendezvous.get(group, 0), len(waiting))
+        if len(waiting) >= count:
+            for waiter in self.pending.pop(group):
+                self._reply(waiter, filled=True)
+            self.rendezvous_deadline.pop(group, None)
+        else:
+            self.rendezvous_deadline.setdefault(group, time.monotonic() + RENDEZVOUS_TIMEOUT_S)
+
+
+# -- running a whole check ------------------------------------------------------------------
+def run_checks(nb: nbformat.NotebookNode, checks_source: str, batch_seed: int, helpers: list[Path],
+               released: nbformat.NotebookNode | None = None, *, runs: int = 1, sandbox: bool = True,
+               course_root: Path | None = None, scratch_root: Path | None = None, limits: Limits = Limits(),
+               threads: int = 1, only: list[str] | None = None, env: dict[str, str] | None = None) -> Outcome:
+    """Run the outside check of ``nb`` (see the module docstring) and return what it produced.
+
+    ``helpers`` are the release's helper modules (importable, read-only, in the process);
+    ``runs`` checks per test cell, each with its own derived seed; ``scratch_root`` holds the run
+    area (a temporary folder by default); ``only`` runs these checks instead of the test cells'.
+    """
+    steps = check_steps(nb, check_names(checks_source), batch_seed, runs, released, only)
+    protections = detect_protections() if sandbox else NO_SANDBOX
+    outcome = Outcome()
+    temporary = None
+    if scratch_root is None:
+        temporary = scratch_root = Path(tempfile.mkdtemp(prefix="acclab-check-"))
+    try:
+        with claim_sandbox_uid() if protections.separate_user else nullcontext() as uid:
+            area = make_run_area(scratch_root, helpers, uid, limits, protections)
+            try:
+                _run(steps, checks_source, area, uid, protections, course_root, limits, threads, env or {},
+                     outcome, runs)
+            finally:
+                remove_run_area(area)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return outcome
+
+
+def _run(steps: list[Step], checks_source: str, area: RunArea, uid: int | None, protections: Protections,
+         course_root: Path | None, limits: Limits, threads: int, extra_env: dict, outcome: Outcome,
+         runs: int) -> None:
+    hide = hidden_paths(*(p for p in (course_root, REPO) if p is not None))
+    command = [*launcher_prefix(area, uid, hide, limits, protections, stdio="pipes"),
+               sys.executable, "-I", "-c", BOOTSTRAP]
+    env = allowed_environment(area, threads, MPLBACKEND="Agg", **extra_env)
+    by_id = {step.id: step for step in steps}
+    texts = {"process": PROCESS.read_text(), "observe": OBSERVE.read_text(), "protocol": PROTOCOL.read_text()}
+    deadline = time.monotonic() + limits.check_timeout_s * max(1, runs)
+    skip: set[str] = set()
+    retried = False
+    while True:
+        request = {**texts, "checks": checks_source, "helpers": str(area.helpers), "work": str(area.work),
+                   "skip": sorted(skip),
+                   "steps": [{"id": s.id, "kind": s.kind, "source": s.source, "check": s.check, "seed": s.seed}
+                             for s in steps]}
+        attempt = _Attempt(by_id, outcome, limits, deadline)
+        try:
+            process = _CheckProcess(command, env, area, request, min(deadline, time.monotonic() + START_TIMEOUT_S))
+        except (OSError, Ended, TimedOut) as exc:
+            status, where = "start failed", f"{type(exc).__name__}"
+            process = None
+        else:
+            try:
+                status, where = attempt.run(process)
+            finally:
+                process.stop(uid)
+        if status == "finished":
+            break
+        if status == "start failed":
+            if not retried:  # nothing of the submission has run yet: the grader's own failure
+                retried = True
+                continue
+            outcome.failure = f"the check process could not start ({where})"
+            break
+        if status == "protocol":
+            outcome.failure = f"the check process broke the protocol ({where})"
+            break
+        # stopped: a step hung or died (it has its result), or the process ended early
+        if where is None:
+            outcome.failure = "the check process ended before its last step"
+            break
+        outcome.restarts += 1
+        retried = False
+        skip |= {sid for sid in outcome.steps if by_id[sid].kind in TEST_KINDS} | {where}
+        for sid in [sid for sid in outcome.steps if by_id[sid].kind in CELL_KINDS and sid != where]:
+            del outcome.steps[sid]  # replayed by the next start
+        if time.monotonic() >= deadline:
+            outcome.failure = f"the check ran out of time ({limits.check_timeout_s * max(1, runs):.0f} s)"
+            break
+    for step in steps:
+        if step.id not in outcome.steps:
+            outcome.steps[step.id] = StepResult(False, failure="not run: " + (outcome.failure or "the check stopped"))
