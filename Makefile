@@ -3,7 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 ASSIGNMENT ?= acceleration
+COURSE ?= .
 LMS_FORMAT ?= canvas
+COURSE_ARGS = --root "$(COURSE)" --assignment $(ASSIGNMENT)
 # nbgrader and nbclient must start the kernel from this venv, not one found elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -31,21 +33,21 @@ source: $(STAMP)  ## modules/*.py -> source/<assignment>/*.ipynb, refusing broke
 release: source  ## source/ -> release/ with nbgrader generate_assignment, checked for leaks
 	$(PY) -m autograder.build release --assignment $(ASSIGNMENT)
 
-collect: $(STAMP)  ## LMS=<download folder or zip> [LMS_FORMAT=canvas|moodle|folders|regex] -> submitted/
-	@test -n "$(LMS)" || { echo "usage: make collect LMS=path/to/download [LMS_FORMAT=canvas]"; exit 2; }
-	$(PY) -m autograder.collect "$(LMS)" --format '$(LMS_FORMAT)' --assignment $(ASSIGNMENT)
+collect: $(STAMP)  ## LMS=<download folder or zip> [LMS_FORMAT=canvas|moodle|folders|regex] [COURSE=.] -> submitted/
+	@test -n "$(LMS)" || { echo "usage: make collect LMS=path/to/download [LMS_FORMAT=canvas] [COURSE=.]"; exit 2; }
+	$(PY) -m autograder.collect "$(LMS)" --format '$(LMS_FORMAT)' $(COURSE_ARGS)
 
-autograde: $(STAMP)  ## grade submitted/<student>/<assignment>/ and write grades.csv
-	$(PY) -m autograder.grade --assignment $(ASSIGNMENT)
+autograde: $(STAMP)  ## [COURSE=.] [WORKERS=n] grade submitted/<student>/<assignment>/ and write grades.csv
+	$(PY) -m autograder.grade $(COURSE_ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
-feedback: $(STAMP)  ## per-student feedback HTML under feedback/, hidden tests removed
-	$(PY) -m autograder.feedback --assignment $(ASSIGNMENT)
+feedback: $(STAMP)  ## [COURSE=.] per-student feedback HTML under feedback/
+	$(PY) -m autograder.report.feedback $(COURSE_ARGS)
 
-leaderboard: $(STAMP)  ## time graded students' kernels against this machine's BLAS and copy -> reports/leaderboard.html
-	$(PY) -m autograder.leaderboard --assignment $(ASSIGNMENT)
+leaderboard: $(STAMP)  ## [COURSE=.] time graded students' kernels against this machine's BLAS and copy -> reports/leaderboard.html
+	$(PY) -m autograder.report.leaderboard $(COURSE_ARGS)
 
 html: release  ## reference notebooks executed and student notebooks rendered under site/
-	$(PY) -m autograder.site --assignment $(ASSIGNMENT)
+	$(PY) -m autograder.report.site --assignment $(ASSIGNMENT)
 
 demo: release  ## the main job: grade three sample submissions under demo/ and print their scores
 	$(PY) -m autograder.demo --assignment $(ASSIGNMENT)
@@ -53,14 +55,14 @@ demo: release  ## the main job: grade three sample submissions under demo/ and p
 test: $(STAMP)  ## the test suite (what CI runs)
 	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not slow"
 
-selftest: $(STAMP)  ## reference full marks, release zero, every mutant caught
-	$(PY) -m autograder.selftest
+selftest: $(STAMP)  ## [NOTEBOOK=01 [VARIANT=name]] the authoring check: checks and mutants complete, reference full marks, release zero, every mutant caught under 5 seeds
+	$(PY) -m autograder.selftest $(NOTEBOOK) $(if $(VARIANT),--variant $(VARIANT))
 
 bench: $(STAMP)  ## slow checks: full-size notebook runs against the 60 s budget
 	$(PY) -m pytest tests -m slow
 
 bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader (with and without the outside check, 1 and 2 workers)
-	$(PY) -m autograder.grading_benchmark --students 20
+	$(PY) -m autograder.benchmark --students 20
 
 clean:  ## remove what make built (never submitted/, autograded/, feedback/, gradebook.db, grades.csv)
 	rm -rf source release site demo .pytest_cache

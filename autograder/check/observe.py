@@ -134,7 +134,11 @@ def rendezvous_evidence(group: int) -> dict:
 
 # -- talking to the grader ------------------------------------------------------------------
 class Client:
-    """Requests to the grader and their replies, from any thread of the check process."""
+    """Requests to the grader and their replies, from any thread of the check process.
+
+    Reports that need no reply (a read of a value already handed out, a slice or use of values
+    already here) are batched and sent before the next request, or by ``flush``.
+    """
 
     def __init__(self, send, read):
         self._send, self._read = send, read  # send(message); read() -> next frame from the grader
@@ -142,11 +146,29 @@ class Client:
         self._replies: dict[int, dict] = {}
         self._reading = False
         self._next = 0
+        self._batch: list[dict] = []
+        self._batch_lock = threading.Lock()
 
     def notify(self, **message) -> None:
+        self.flush()
         self._send(message)
 
+    def report(self, **entry) -> None:
+        """Queue a report that needs no reply (sent with the next request or flush)."""
+        with self._batch_lock:
+            self._batch.append(entry)
+            full = len(self._batch) >= 4096
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._batch_lock:
+            batch, self._batch = self._batch, []
+        if batch:
+            self._send({"kind": "serve", "op": "batch", "reports": batch})
+
     def request(self, **message) -> dict:
+        self.flush()
         with self._cond:
             self._next += 1
             number = self._next
@@ -242,19 +264,25 @@ class _Served:
             self.filled[flat] = True
 
     def element(self, position: int):
-        reply = _client.request(kind="serve", op="element", handle=self.handle, position=position)
-        self._fill(np.array([position]), reply)
+        if self.filled[position]:
+            _client.report(op="element", handle=self.handle, position=position)
+        else:
+            self._fill(np.array([position]), _client.request(kind="serve", op="element", handle=self.handle,
+                                                             position=position))
         return self.buffer.reshape(-1)[position]
 
     def slice(self, view: dict, where: np.ndarray) -> None:
-        reply = _client.request(kind="serve", op="slice", handle=self.handle, view=view,
-                                want=not bool(self.filled[where.reshape(-1)].all()))
-        self._fill(where, reply)
+        if self.filled[where.reshape(-1)].all():
+            _client.report(op="slice", handle=self.handle, view=view)
+        else:
+            self._fill(where, _client.request(kind="serve", op="slice", handle=self.handle, view=view, want=True))
 
     def use(self, view: dict, where: np.ndarray, purpose: str, call: list | None) -> None:
-        reply = _client.request(kind="serve", op="use", handle=self.handle, view=view, purpose=purpose,
-                                call=call, want=not bool(self.filled[where.reshape(-1)].all()))
-        self._fill(where, reply)
+        if self.filled[where.reshape(-1)].all():
+            _client.report(op="use", handle=self.handle, view=view, purpose=purpose, call=call)
+        else:
+            self._fill(where, _client.request(kind="serve", op="use", handle=self.handle, view=view, purpose=purpose,
+                                              call=call, want=True))
 
 
 def served(array, barrier: int = 0) -> "ServedArray":

@@ -362,6 +362,10 @@ def main(request: dict, reader) -> None:
         except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
             error = _error_text(exc)
         watch.phase = "setup"
+        try:
+            observe._client.flush()
+        except BaseException as exc:  # the channel itself failed: say so rather than end silently
+            error = error or _error_text(exc)
         if error is None and not (type(observations) is dict
                                   and all(type(v) is dict and "rule" in v for v in observations.values())):
             observations, error = None, "the check did not return observations"

@@ -421,6 +421,15 @@ class _Attempt:
     def _serve(self, message: dict) -> None:
         record = self._in_check()
         number, op = message.get("request"), message.get("op")
+        if op == "batch":
+            reports = message.get("reports")
+            if type(reports) is not list or len(reports) > 4096:
+                raise ProtocolError("malformed batch")
+            for report in reports:
+                if type(report) is not dict or report.get("op") not in ("element", "slice", "use"):
+                    raise ProtocolError("malformed report")
+                self._serve_one(record, report)
+            return
         if type(number) is not int:
             raise ProtocolError("a request without a number")
         if op == "register":
@@ -436,25 +445,26 @@ class _Attempt:
                 raise ProtocolError(f"malformed registration ({type(exc).__name__})") from None
             self._reply(number, handle=len(record.served) - 1)
             return
-        handle = message.get("handle")
+        values = self._serve_one(record, message)
+        data = None if values is None else base64.b64encode(values.tobytes()).decode("ascii")
+        self._reply(number, data=data)
+
+    def _serve_one(self, record: StepResult, message: dict):
+        """Record one element read, slice or use; the values handed out (None if not wanted)."""
+        op, handle = message.get("op"), message.get("handle")
         if type(handle) is not int or not 0 <= handle < len(record.served):
             raise ProtocolError("no such served array")
         served = record.served[handle]
         if op == "element":
-            values = served.element(message.get("position"))
-        elif op in ("slice", "use"):
-            view = message.get("view")
-            if type(view) is not dict:
-                raise ProtocolError("malformed view")
-            where = served.positions(view)
-            values = served.slice(where) if op == "slice" else served.use(where, message.get("purpose"),
-                                                                           message.get("call"))
-            if not message.get("want"):
-                values = None
-        else:
+            return served.element(message.get("position"))
+        if op not in ("slice", "use"):
             raise ProtocolError("an unknown request")
-        data = None if values is None else base64.b64encode(values.tobytes()).decode("ascii")
-        self._reply(number, data=data)
+        view = message.get("view")
+        if type(view) is not dict:
+            raise ProtocolError("malformed view")
+        where = served.positions(view)
+        values = served.slice(where) if op == "slice" else served.use(where, message.get("purpose"), message.get("call"))
+        return values if message.get("want") else None
 
     def _memory(self, message: dict) -> None:
         record = self._in_check()

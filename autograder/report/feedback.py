@@ -109,12 +109,19 @@ def sanitise(autograded: nbformat.NotebookNode, released: nbformat.NotebookNode,
     return nb
 
 
-def check_lines(assignment: str, released_dir: Path, checks_root: Path = CHECKS_ROOT) -> set[str]:
-    """Lines of the checks (hidden cases) that students were never given: feedback must show none."""
+def check_lines(assignment: str, root: Path, checks_root: Path = CHECKS_ROOT) -> set[str]:
+    """Lines of the checks (hidden cases) that appear in neither the release nor the reference:
+    feedback must show none of them."""
     given = set()
-    for path in released_dir.glob("*"):
-        if path.is_file() and path.suffix in (".ipynb", ".py"):
-            given |= {line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()}
+    for folder in (root / "release" / assignment, root / "source" / assignment):
+        for path in folder.glob("*"):
+            if path.suffix == ".ipynb":
+                text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+            elif path.suffix == ".py":
+                text = path.read_text(encoding="utf-8", errors="replace")
+            else:
+                continue
+            given |= {line.strip() for line in text.splitlines()}
     hidden = set()
     for path in (checks_root / assignment).glob("*.py"):
         hidden |= {line.strip() for line in path.read_text().splitlines()
@@ -148,7 +155,7 @@ def write_feedback(root: Path, assignment: str, student: str) -> list[Path]:
 
     exporter = HTMLExporter(template_name="lab")
     release = root / "release" / assignment
-    hidden = check_lines(assignment, release)
+    hidden = check_lines(assignment, root)
     autograded_dir = root / "autograded" / student / assignment
     out_dir = root / "feedback" / student / assignment
     written = []

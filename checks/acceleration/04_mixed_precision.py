@@ -366,6 +366,9 @@ def t04_trainer_skips_overflow(ns, rng):
         observed[f"{where}, next step: optimizer steps"] = same(optimizer.steps)
         observed[f"{where}, next step: weights changed"] = same([not np.array_equal(model.params[n], before[n])
                                                                  for n in PARAM_NAMES])
+        observed[f"{where}, next step: master weights"] = close(
+            np.concatenate([np.asarray(model.params[n], dtype=np.float64).ravel() for n in PARAM_NAMES]),
+            rtol=1e-5, atol=1e-7)
 
     # a real overflow: the scale backs off from far too high until the steps are clean
     start = int(rng.integers(36, 41))

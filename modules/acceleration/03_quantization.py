@@ -575,8 +575,11 @@ class QuantizedLinear:
         ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_linear_forward", "locked": true, "points": 1, "schema_version": 3, "solution": false}
-"""QuantizedLinear stores int8 weights per output channel and computes through int8 inputs"""
+# %% [markdown]
+# The tests of `QuantizedLinear` compare it with what an int8 inference engine computes, written
+# out in the next cell (part of the tests; read it, do not change it).
+
+# %% nbgrader={"grade": false, "grade_id": "int8_engine_reference", "locked": true, "schema_version": 3, "solution": false}
 def integer_reference(x, q_weight, weight_scale, bias, x_scale):
     """What an int8 engine computes: x rounded to codes, exact integer sums, rescaled, + bias."""
     x_q = np.clip(np.round(x / x_scale), -127, 127)
@@ -593,6 +596,8 @@ def error_bound(x, x_scale, q_weight, weight_scale):
             + k * x_scale * np.asarray(weight_scale) / 4)
 
 
+# %% nbgrader={"grade": true, "grade_id": "t03_quantized_linear_forward", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+"""QuantizedLinear stores int8 weights per output channel and computes through int8 inputs"""
 rng = np.random.default_rng(37)
 weight = rng.standard_normal((6, 4)).astype(np.float32)
 bias = rng.standard_normal(4).astype(np.float32)
