@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from autograder.collect.lms import (CHUNK_BYTES, MAX_ARCHIVE_MEMBERS, MAX_EXPANSION_RATIO, RATIO_FREE_BYTES,
-                                    CollectLimits, Opened, Refused, assign_ids, collect, copy_bounded, main,
-                                    open_regular, student_id)
+                                    CollectLimits, Collected, Opened, Refused, assign_ids, collect, copy_bounded,
+                                    main, open_regular, report_lines, student_id)
 from autograder.course import valid_student_id
 
 NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -67,6 +67,11 @@ def run(download: Path, root: Path, capsys, fmt: str = "canvas") -> tuple[int, s
     code = main([str(download), "--root", str(root), "--assignment", A, "--format", fmt])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def printed_problems(result: Collected) -> list[str]:
+    """The lines ``make collect`` prints to stderr for ``result``, its summary line left out."""
+    return report_lines(result, Path("course"), A, "canvas")[1][:-1]
 
 
 def one_zip(tmp_path: Path, files: dict) -> Path:
@@ -143,7 +148,8 @@ def test_a_changed_resubmission_keeps_the_earlier_file(tmp_path, capsys):
 
 
 def test_two_files_of_one_name_in_one_zip_keep_both(tmp_path, capsys):
-    download = one_zip(tmp_path, {"smithjane_1_2_work.zip": zip_bytes({"a/01.ipynb": b"first", "b/01.ipynb": b"second"})})
+    work = zip_bytes({"a/01.ipynb": b"first", "b/01.ipynb": b"second"})
+    download = one_zip(tmp_path, {"smithjane_1_2_work.zip": work})
     code, out, _ = run(download, tmp_path / "course", capsys)
     found = files_under(tmp_path / "course")
     assert code == 0 and found.pop(f"submitted/smithjane/{A}/01.ipynb") == b"second"
@@ -187,27 +193,29 @@ def test_a_name_inside_a_canvas_zip_never_routes_to_another_student(tmp_path, ca
     }
 
 
-@pytest.mark.parametrize("fmt, layout, expected", [
+@pytest.mark.parametrize("fmt, layout, expected, unmatched", [
     # a file pattern without "/" used to fall back to the inner base name: s2 got s1's file
     (r"^(?P<student>s\d+)--(?P<file>[^/]+)$",
-     {"s1--hw.zip": zip_bytes({"s2--01.ipynb": b"s1's"})}, {"s1/s2--01.ipynb": b"s1's"}),
+     {"s1--hw.zip": zip_bytes({"s2--01.ipynb": b"s1's"})}, {"s1/s2--01.ipynb": b"s1's"}, []),
     ("moodle", {"Jane Smith_77_assignsubmission_file_/Bob Jones_88_assignsubmission_file_/01.ipynb": b"jane's"},
-     {"Jane_Smith/01.ipynb": b"jane's"}),
+     {"Jane_Smith/01.ipynb": b"jane's"}, []),
     ("folders", {"alice/bob/01.ipynb": b"alice's", "alice/bob.zip": zip_bytes({"bob/02.ipynb": b"alice's too"})},
-     {"alice/01.ipynb": b"alice's", "alice/02.ipynb": b"alice's too"}),
+     {"alice/01.ipynb": b"alice's", "alice/02.ipynb": b"alice's too"}, []),
     # a wrapper folder the pattern does not expect: nothing is routed by the inner names
     ("canvas", {"wrapper/smithjane_1_2_work.zip": zip_bytes({"doejohn_3_4_01.ipynb": b"jane's"}),
-                "wrapper/doejohn_3_4_01.ipynb": b"?"}, {}),
-])
-def test_the_owner_is_the_top_level_entry_in_every_format(tmp_path, capsys, fmt, layout, expected):
+                "wrapper/doejohn_3_4_01.ipynb": b"?"}, {},
+     ["wrapper/doejohn_3_4_01.ipynb", "wrapper/smithjane_1_2_work.zip"]),
+], ids=["regex", "moodle", "folders", "wrapper"])
+def test_the_owner_is_the_top_level_entry_in_every_format(tmp_path, capsys, fmt, layout, expected, unmatched):
     download = tmp_path / "download"
     for name, data in layout.items():
         (download / name).parent.mkdir(parents=True, exist_ok=True)
         (download / name).write_bytes(data)
     code, _, err = run(download, tmp_path / "course", capsys, fmt)
-    assert files_under(tmp_path / "course") == {f"submitted/{k.split('/')[0]}/{A}/{k.split('/')[1]}": v
+    assert files_under(tmp_path / "course") == {"submitted/{}/{}/{}".format(k.split("/")[0], A, k.split("/")[1]): v
                                                 for k, v in expected.items()}
-    assert (code, err.count("unmatched wrapper/")) == ((1, 2) if not expected else (0, 0))
+    assert code == (1 if unmatched else 0)
+    assert [line.split(":")[0] for line in err.splitlines()[:-1]] == [f"unmatched {path}" for path in unmatched]
 
 
 def test_a_pattern_taking_the_student_from_below_the_top_is_refused(tmp_path, capsys):
@@ -234,6 +242,7 @@ def test_zip_member_paths_keep_only_a_safe_base_name(tmp_path, capsys):
             "C:\\Users\\jane\\windows.ipynb": b"5",
             "ctrl\x1b[2J\u2028name.ipynb": b"6",
             "\x1b[31mred/../x.ipynb": b"7",
+            "x" * 300 + ".ipynb": b"8",
         }),
         "../doejohn_3_4_outer.ipynb": b"8",
         "smithjane_1_2_/tmp/evil.ipynb": b"9",
@@ -253,6 +262,7 @@ def test_zip_member_paths_keep_only_a_safe_base_name(tmp_path, capsys):
         f"refused smithjane_1_2_work.zip/..\\..\\back.ipynb: {climbs}",
         f"refused smithjane_1_2_work.zip/sub/../../up.ipynb: {climbs}",
         f"refused smithjane_1_2_work.zip/\\x1b[31mred/../x.ipynb: {climbs}",
+        f"refused smithjane_1_2_work.zip/{'x' * 174}...: its file name is longer than 255 bytes",
     }
 
 
@@ -302,7 +312,8 @@ def test_ids_never_merge_different_names_and_do_not_depend_on_order():
     assert ids[("Jane Smith", "")].startswith("Jane_Smith-") and ids[("jane_smith", "")].startswith("jane_smith-")
     assert ids[("smithjane", "22")].startswith("smithjane-") and ids[("!!!", "")].startswith("student-")
     assert len(warnings) == 5
-    assert f"'Jane Smith' gives the id Jane_Smith, which 'Jane_Smith' already has: collected as {ids[('Jane Smith', '')]}" in warnings
+    assert (f"'Jane Smith' gives the id Jane_Smith, which 'Jane_Smith' already has: "
+            f"collected as {ids[('Jane Smith', '')]}") in warnings
     # a student who names themselves after another's suffixed id still gets a folder of their own
     taken = ids[("Jane Smith", "")]
     ids2, _ = assign_ids([*names, (taken, "")])
@@ -366,7 +377,8 @@ def non_utf8_name_zip(flagged: bool) -> bytes:
     (patch_headers(zip_bytes({"01.ipynb": NB, "02.ipynb": NB}), b"01.ipynb", method=99),
      "/01.ipynb: cannot be collected (NotImplementedError: That compression method is not supported)",
      {"02.ipynb": NB}),
-    (bad_deflate_zip(), "/01.ipynb: cannot be collected (error: Error -3 while decompressing data: invalid block type)", {}),
+    (bad_deflate_zip(),
+     "/01.ipynb: cannot be collected (error: Error -3 while decompressing data: invalid block type)", {}),
     (patch_headers(zip_bytes({"01.ipynb": NB, "02.ipynb": NB}), b"01.ipynb", flags=0x1),
      "/01.ipynb: encrypted", {"02.ipynb": NB}),
     (non_utf8_name_zip(flagged=False), "/bad_\\xe9\\xff.ipynb: its file name is not valid UTF-8", {"good.ipynb": NB}),
@@ -390,6 +402,9 @@ def test_bad_names_and_unreadable_files_in_a_folder_are_refused(tmp_path, capsys
     (download / os.fsdecode(b"leeann_5_6_\xff.ipynb")).write_bytes(NB)
     (download / os.fsdecode(b"Bob\xff_7_assignsubmission_file_")).mkdir()
     (download / os.fsdecode(b"Bob\xff_7_assignsubmission_file_") / "01.ipynb").write_bytes(NB)
+    deep = download.joinpath("leeann_5_6_deep", *["d"] * 40)
+    deep.mkdir(parents=True)
+    (deep / "01.ipynb").write_bytes(NB)
     real_open = os.open
 
     def open_refusing_one(path, flags, *args, **kwargs):
@@ -403,8 +418,9 @@ def test_bad_names_and_unreadable_files_in_a_folder_are_refused(tmp_path, capsys
     assert err.splitlines() == [
         "refused Bob\\xff_7_assignsubmission_file_: its file name is not valid UTF-8",
         "refused leeann_5_6_\\xff.ipynb: its file name is not valid UTF-8",
+        "refused leeann_5_6_deep" + "/d" * 32 + ": folders nested more than 32 deep",
         "refused smithjane_1_2_locked.ipynb: cannot be collected (PermissionError: [Errno 13] Permission denied)",
-        "3 refused and 0 unmatched; every other file was collected",
+        "4 refused and 0 unmatched; every other file was collected",
     ]
 
 
@@ -435,7 +451,8 @@ def test_a_zip_header_that_lies_about_the_size_is_not_trusted(tmp_path, capsys, 
     download = one_zip(tmp_path, {"smithjane_1_2_work.zip": patch_headers(zeros_50mb_zip, b"zeros.bin",
                                                                           file_size=claimed_bytes)})
     code, _, err = run(download, tmp_path / "course", capsys)
-    assert code == 1 and files_under(tmp_path / "course") == {f"submitted/smithjane/{A}/01_loops_and_blocking.ipynb": NB}
+    assert code == 1
+    assert files_under(tmp_path / "course") == {f"submitted/smithjane/{A}/01_loops_and_blocking.ipynb": NB}
     assert err.splitlines()[0].startswith(f"refused smithjane_1_2_work.zip/zeros.bin: {reason}")
 
 
@@ -472,12 +489,36 @@ def test_bytes_and_files_per_student_and_per_file_are_bounded(tmp_path):
     assert files_under(tmp_path / "course") == {
         f"submitted/smithjane/{A}/a.bin": a, f"submitted/smithjane/{A}/b.bin": b,
         **{f"submitted/leeann/{A}/{i}.txt": b"x" for i in range(3)}}
-    assert result.refused == [
-        ("doejohn_3_4_big.bin", "larger than 2000 bytes, the limit for one file"),
-        ("leeann_5_6_x.txt", "the student has more than 3 files"),
-        ("smithjane_1_2_big.bin", "larger than 2000 bytes, the limit for one file"),
-        ("smithjane_1_2_work.zip/c.bin", "the student's files pass 3000 bytes uncompressed in total"),
+    assert printed_problems(result) == [
+        "refused doejohn_3_4_big.bin: larger than 2000 bytes, the limit for one file",
+        "refused leeann_5_6_x.txt: the student has more than 3 files",
+        "refused smithjane_1_2_big.bin: larger than 2000 bytes, the limit for one file",
+        "refused smithjane_1_2_work.zip/c.bin: the student's files pass 3000 bytes uncompressed in total",
     ]
+
+
+def overlapping_zip(data: bytes, copies: int) -> bytes:
+    """A zip whose one member is listed ``copies`` times in its table of contents (the "better
+    zip bomb": every entry points at the same compressed bytes)."""
+    one = zip_bytes({"a.bin": data})
+    table_start, end_start = one.index(CENTRAL_HEADER), one.index(b"PK\x05\x06")
+    table = one[table_start:end_start] * copies
+    end = bytearray(one[end_start:])
+    struct.pack_into("<HHII", end, 8, copies, copies, len(table), table_start)
+    return one[:table_start] + table + bytes(end)
+
+
+def test_entries_sharing_compressed_bytes_cost_no_more_than_the_student_budget(tmp_path):
+    data = random.Random(0).randbytes(300_000).translate(bytes(range(16)) * 16)   # compresses about 2:1
+    download = one_zip(tmp_path, {"smithjane_1_2_work.zip": overlapping_zip(data, 50)})
+    limits = CollectLimits(student_bytes=1_000_000, file_bytes=400_000)
+    result = collect(download, tmp_path / "course", A, "canvas", limits)
+    assert files_under(tmp_path / "course") == {f"submitted/smithjane/{A}/a.bin": data}
+    # 3 x 300 kB read, then refused on the declared size; newer Pythons refuse overlapping entries themselves
+    lines = printed_problems(result)
+    assert all(line in ("refused smithjane_1_2_work.zip/a.bin: the student's files pass 1000000 bytes "
+                        "uncompressed in total") or "(BadZipFile: Overlapped entries" in line for line in lines)
+    assert len(lines) >= 47 and len(lines) + len(result.files["smithjane"]) == 50
 
 
 def test_archives_with_too_many_members_or_too_large_a_table_are_refused(tmp_path, capsys):
@@ -488,7 +529,8 @@ def test_archives_with_too_many_members_or_too_large_a_table_are_refused(tmp_pat
     assert err.splitlines()[0] == (f"refused smithjane_1_2_many.zip: the zip holds {MAX_ARCHIVE_MEMBERS + 1} "
                                    f"members, more than {MAX_ARCHIVE_MEMBERS}")
     result = collect(download, tmp_path / "course2", A, "canvas", CollectLimits(archive_index_bytes=4000))
-    assert result.refused == [("smithjane_1_2_many.zip", "its table of contents is larger than 4000 bytes")]
+    assert printed_problems(result) == [
+        "refused smithjane_1_2_many.zip: its table of contents is larger than 4000 bytes"]
 
 
 def test_a_zip_inside_a_student_zip_is_kept_as_a_file(tmp_path, capsys, zeros_50mb_zip):

@@ -239,7 +239,7 @@ def is_zip_folder(info: zipfile.ZipInfo) -> bool:
 
 
 def size_text(n_bytes: float) -> str:
-    return f"{n_bytes / 2**20:g} MiB" if n_bytes >= 2**20 else f"{n_bytes:g} bytes"
+    return f"{n_bytes / 2**20:g} MiB" if n_bytes >= 2**20 else f"{int(n_bytes)} bytes"
 
 
 def describe(exc: BaseException) -> str:
@@ -392,7 +392,8 @@ def read_file(opened: Opened, budget: Budget, limits: CollectLimits) -> bytes:
         limit_bytes = budget.bytes_left
         too_large = f"the student's files pass {size_text(limits.student_bytes)} uncompressed in total"
     else:
-        limit_bytes, too_large = limits.file_bytes, f"larger than {size_text(limits.file_bytes)}, the limit for one file"
+        limit_bytes = limits.file_bytes
+        too_large = f"larger than {size_text(limits.file_bytes)}, the limit for one file"
     data = io.BytesIO()
     try:
         copy_bounded(opened, data, limit_bytes, too_large, limits)
@@ -610,7 +611,7 @@ def collect(download: Path, root: Path, assignment: str, pattern: str,
 
 def report_lines(result: Collected, root: Path, assignment: str, pattern: str) -> tuple[list[str], list[str]]:
     """(lines for stdout, lines for stderr): what was collected, then each entry left out and why."""
-    n_files = sum(len(names) for names in result.files.values())
+    n_files = sum(len(set(names)) for names in result.files.values())
     out = [f"collected {n_files} files for {len(result.files)} students into "
            f"{root / 'submitted'}/<student>/{assignment}/"]
     out += [f"kept the earlier version at {backup}" for backup in result.replaced]
