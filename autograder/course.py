@@ -101,7 +101,11 @@ def is_autograded_test(cell: nbformat.NotebookNode) -> bool:
 def printable(text: str, limit: int = 200) -> str:
     """``text`` safe to print, log and write to a CSV: undecodable bytes of a file name escaped,
     control characters replaced, at most ``limit`` characters."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # a file name's undecodable bytes, as they were
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
     text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else "?" for ch in text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 

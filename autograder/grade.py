@@ -39,7 +39,7 @@ from autograder.course import (STAGING, course_arguments, discover_students, gra
 from autograder.report.grades import STATUSES, GradeRow, failed_row, write_grades_csv
 from autograder.report.summary import write_integrity_reports, write_summary
 from autograder.run.execute import METADATA_KEY
-from autograder.run.sandbox import SCRATCH, detect_protections, sweep_run_areas, sweep_sandbox_users
+from autograder.run.sandbox import SCRATCH, Limits, detect_protections, sweep_run_areas, sweep_sandbox_users
 from autograder.run.worker import zero_test_cells
 
 IMPORTABLE = (".py", ".pyc", ".so", ".pth", ".pyd")
@@ -110,10 +110,12 @@ class GradingWorker:
     Importing nbgrader costs about 3 s; one process per worker pays it once, not per student.
     """
 
-    def __init__(self, root: Path, assignment: str, threads: int, log: Path, answer_key: Path | None):
+    def __init__(self, root: Path, assignment: str, threads: int, log: Path, answer_key: Path | None,
+                 limits: Limits | None = None):
         self.command = [sys.executable, "-m", "autograder.run.worker", f"--root={root}",
                         f"--assignment={assignment}", f"--submitted-directory={STAGING}/submitted",
-                        f"--threads={threads}", *([f"--answer-key={answer_key}"] if answer_key else [])]
+                        f"--threads={threads}", *([f"--answer-key={answer_key}"] if answer_key else []),
+                        *([f"--limits={json.dumps(asdict(limits))}"] if limits else [])]
         self.env, self.root, self.log = tool_environment(), root, log
         self.process: subprocess.Popen | None = None
 
@@ -391,14 +393,18 @@ class CourseLock:
 
 def grade_all(root: Path, assignment: str, students: list[str] | None = None, workers: int | None = None,
               timeout_s: float = 900.0, progress: bool = True, resume: bool = True,
-              checks_root: Path = CHECKS_ROOT) -> list[GradeRow]:
-    """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``."""
+              checks_root: Path = CHECKS_ROOT, limits: Limits | None = None) -> list[GradeRow]:
+    """Grade ``students`` (default: every submission); write ``grades.csv`` and ``reports/``.
+
+    ``limits`` replaces the sandbox settings of ``nbgrader_config.py`` (tests use it to shorten
+    timeouts); ``timeout_s`` bounds one whole submission.
+    """
     with CourseLock(root, assignment):
-        return _grade_all(root, assignment, students, workers, timeout_s, progress, resume, checks_root)
+        return _grade_all(root, assignment, students, workers, timeout_s, progress, resume, checks_root, limits)
 
 
 def _grade_all(root: Path, assignment: str, students: list[str] | None, workers: int | None, timeout_s: float,
-               progress: bool, resume: bool, checks_root: Path) -> list[GradeRow]:
+               progress: bool, resume: bool, checks_root: Path, limits: Limits | None) -> list[GradeRow]:
     start = time.perf_counter()
     sweep_run_areas(root / STAGING / SCRATCH)
     sweep_sandbox_users()
@@ -430,13 +436,13 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
     key_path = None
     if todo:
         try:
-            make_answer_key(root, assignment, sandbox_limits(), checks_root)
+            make_answer_key(root, assignment, limits or sandbox_limits(), checks_root)
         except AnswerKeyError as exc:
             raise SystemExit(f"error: no grading: {exc}") from None
         key_path = answer_key_path(root, assignment)
     idle: queue.Queue[GradingWorker] = queue.Queue()
     for number in range(workers):
-        idle.put(GradingWorker(root, assignment, threads, root / STAGING / f"worker-{number}.log", key_path))
+        idle.put(GradingWorker(root, assignment, threads, root / STAGING / f"worker-{number}.log", key_path, limits))
 
     def work(student: str, fingerprint: str) -> GradeRow:
         worker = idle.get()

@@ -32,7 +32,7 @@ from nbgrader.preprocessors import ClearSolutions
 from nbgrader.utils import determine_grade
 
 from autograder.build.source import BuildError, copy_helper_files, module_notebooks, read_module
-from autograder.check.answer_key import AnswerKeyError, coverage_problems, notebook_key, test_cells
+from autograder.check.answer_key import AnswerKeyError, coverage_problems, notebook_key, autograded_cells
 from autograder.check.judge import judge_run, judge_visible
 from autograder.check.runner import CHECKS_ROOT, check_step_id, checks_file, run_checks
 from autograder.course import (ASSIGNMENT, QUIET_KERNEL, REPO, ipc_kernel_manager, is_autograded_test,
@@ -165,7 +165,7 @@ def grade_variant(name: str, variant: str, key: dict, assignment: str = ASSIGNME
     helpers = sorted(p for p in path.parent.glob("*.py") if p.name not in {m.name for m in module_notebooks(path.parent)})
     outcome = run_checks(nb, key["checks"], SEED, helpers, None, runs=runs, sandbox=False, limits=sandbox_limits())
     result = VariantResult(name, variant, flags=list(outcome.flags), failure=outcome.failure)
-    for grade_id in test_cells(nb):
+    for grade_id in autograded_cells(nb):
         result.visible[grade_id] = judge_visible(outcome, grade_id)[0]
         result.runs[grade_id] = [judge_run(entry, outcome.steps.get(check_step_id(grade_id, run)))[0]
                                  for run, entry in enumerate(key["cells"].get(grade_id, []))]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder.build import REPO, build_source
+from autograder.build.source import build_source
+from autograder.course import REPO
 
 HEADER = """\
 # ---
@@ -42,16 +43,13 @@ TOY_CELLS = {
             ### END SOLUTION'''),
     "grade": GRADE + textwrap.dedent('''
         """double doubles"""
-        assert double(2) == 4, "double(2) should be 4"
-        ### BEGIN HIDDEN TESTS
-        assert double(-3) == -6, "double is wrong for a negative input"
-        ### END HIDDEN TESTS'''),
+        assert double(2) == 4, "double(2) should be 4"'''),
     "answer": ANSWER + "\n# Because the model answer says so.",
 }
 
 
-# Two tasks (double, triple; 2 points each, visible and hidden tests) and a written answer: the
-# course of the end-to-end grading tests (tests/test_hostile.py, tests/test_integrity.py).
+# Two tasks (double, triple; 2 points each, a visible test and a check each) and a written answer:
+# the course of the end-to-end grading tests (tests/test_hostile.py, tests/test_integrity.py).
 TWO_TASK_COURSE = HEADER + textwrap.dedent('''
     # %%
     import numpy as np
@@ -65,9 +63,6 @@ TWO_TASK_COURSE = HEADER + textwrap.dedent('''
 
     # %% nbgrader={"grade": true, "grade_id": "t01_double", "locked": true, "points": 2, "schema_version": 3, "solution": false}
     assert double(2) == 4, "double(2) should be 4"
-    ### BEGIN HIDDEN TESTS
-    assert double(-3) == -6, "double is wrong for a negative input"
-    ### END HIDDEN TESTS
 
     # %% nbgrader={"grade": false, "grade_id": "triple", "locked": false, "schema_version": 3, "solution": true}
     def triple(x):
@@ -78,13 +73,41 @@ TWO_TASK_COURSE = HEADER + textwrap.dedent('''
 
     # %% nbgrader={"grade": true, "grade_id": "t01_triple", "locked": true, "points": 2, "schema_version": 3, "solution": false}
     assert triple(2) == 6, "triple(2) should be 6"
-    ### BEGIN HIDDEN TESTS
-    assert triple(-1) == -3, "triple is wrong for a negative input"
-    ### END HIDDEN TESTS
 
     # %% [markdown] nbgrader={"grade": true, "grade_id": "q01_why", "locked": false, "points": 1, "schema_version": 3, "solution": true}
     # Because the model answer says so.
 ''')
+
+
+# The hidden cases of the two-task course: one check per test cell.
+TWO_TASK_CHECKS = textwrap.dedent('''
+    import numpy as np
+    from observe import same
+
+
+    def t01_double(ns, rng):
+        x = int(rng.integers(-50, -1))
+        return {"a negative number": same(ns["double"](x)), "zero": same(ns["double"](0))}
+
+
+    def t01_triple(ns, rng):
+        x = int(rng.integers(-50, -1))
+        return {"a negative number": same(ns["triple"](x)), "one": same(ns["triple"](1))}
+''')
+TOY_CHECKS = TWO_TASK_CHECKS.split("\n\n\ndef t01_triple")[0].replace("t01_double", "t01_double_values") + "\n"
+
+
+def write_course(root: Path, module: str, checks: str, name: str = "01_toy") -> Path:
+    """A course at ``root``: ``modules/acceleration/<name>.py`` (with the real helper files) and its
+    checks in ``root/checks/acceleration/<name>.py``; returns the checks root to grade with."""
+    assignment = root / "modules" / "acceleration"
+    assignment.mkdir(parents=True, exist_ok=True)
+    for helper in ("benchmarking.py", "plotting.py"):
+        shutil.copy(REPO / "modules" / "acceleration" / helper, assignment / helper)
+    (assignment / f"{name}.py").write_text(module)
+    (root / "checks" / "acceleration").mkdir(parents=True, exist_ok=True)
+    (root / "checks" / "acceleration" / f"{name}.py").write_text(checks)
+    return root / "checks"
 
 
 def toy_module(**replace: str) -> str:
@@ -115,12 +138,8 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture
 def toy_course(tmp_path: Path) -> Path:
-    """A course root with modules/acceleration/01_toy.py and the real helper files."""
-    assignment = tmp_path / "modules" / "acceleration"
-    assignment.mkdir(parents=True)
-    for helper in ("benchmarking.py", "plotting.py"):
-        shutil.copy(REPO / "modules" / "acceleration" / helper, assignment / helper)
-    (assignment / "01_toy.py").write_text(toy_module())
+    """A course root with modules/acceleration/01_toy.py, the real helper files, and its checks."""
+    write_course(tmp_path, toy_module(), TOY_CHECKS)
     return tmp_path
 
 

@@ -6,7 +6,8 @@ import json
 import nbformat
 import pytest
 
-from autograder.build import BuildError, build_release, build_source, find_leaks
+from autograder.build.release import build_release, find_leaks
+from autograder.build.source import BuildError, build_source
 from conftest import ANSWER, GRADE, SOLUTION, TOY_CELLS, toy_module
 
 
@@ -69,8 +70,9 @@ def test_accepts_grade_cell_that_defines_and_calls(toy_course):
 
 
 @pytest.mark.parametrize("body, expected", [
-    ("assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(1) == 2", "without a matching"),
-    ("assert double(2) == 4\n### END HIDDEN TESTS", "without a matching"),
+    ("assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(1) == 2\n### END HIDDEN TESTS",
+     "hidden tests do not belong in a notebook"),
+    ("assert double(2) == 4\n### END HIDDEN TESTS", "hidden tests do not belong in a notebook"),
     ("assert double(2) == (4", "syntax error"),
 ])
 def test_refuses_broken_grade_cells(toy_course, body, expected):
@@ -94,16 +96,23 @@ def test_reports_every_problem_and_keeps_previous_source(toy_course):
     assert (toy_course / "source" / "acceleration" / "01_toy.ipynb").read_text() == before
 
 
+@pytest.mark.parametrize("question", ["**Q1. Why?** Explain.", "## Question\nWhy?", "Q2: why does it work?"])
+def test_refuses_an_answer_cell_that_holds_its_question(toy_course, question):
+    answer = ANSWER + "\n" + "\n".join(f"# {line}" for line in question.splitlines())
+    message = refused(toy_course, toy_module(answer=answer))
+    assert "looks like the question" in message and "[q01_why]" in message
+
+
 def test_refuses_file_that_is_not_percent_format(toy_course):
     with pytest.raises(BuildError, match="not a jupytext percent-format notebook"):
         build(toy_course, "import numpy as np\n")
 
 
-def test_release_has_no_solutions_or_hidden_tests(toy_course):
+def test_release_has_no_solutions_or_model_answers(toy_course):
     build(toy_course)
     release = build_release(toy_course, "acceleration")
     text = (release / "01_toy.ipynb").read_text()
-    assert "doubled_value_of_the_input" not in text and "double(-3)" not in text
+    assert "doubled_value_of_the_input" not in text and "model answer says so" not in text
     assert "raise NotImplementedError()" in text and "YOUR ANSWER HERE" in text
     assert sorted(p.name for p in release.iterdir()) == ["01_toy.ipynb", "benchmarking.py", "plotting.py"]
     assert find_leaks(toy_course / "source" / "acceleration", release) == []
@@ -112,10 +121,11 @@ def test_release_has_no_solutions_or_hidden_tests(toy_course):
 def test_leak_check_finds_solution_lines_in_any_release_file(toy_course):
     build(toy_course)
     release = build_release(toy_course, "acceleration")
-    (release / "notes.txt").write_text("    doubled_value_of_the_input = 2 * x\n")
+    (release / "notes.txt").write_text("    doubled_value_of_the_input = 2 * x\nBecause the model answer says so.\n")
     nb = json.loads((release / "01_toy.ipynb").read_text())
     nb["cells"][0]["source"] = ["### BEGIN HIDDEN TESTS\n"]
     (release / "01_toy.ipynb").write_text(json.dumps(nb))
     leaks = find_leaks(toy_course / "source" / "acceleration", release)
     assert any("notes.txt" in leak and "doubled_value_of_the_input" in leak for leak in leaks)
+    assert any("notes.txt" in leak and "model answer says so" in leak for leak in leaks)
     assert any("01_toy.ipynb" in leak and "BEGIN HIDDEN TESTS" in leak for leak in leaks)

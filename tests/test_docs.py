@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder.build import REPO, module_notebooks
+from autograder.build.source import module_notebooks
+from autograder.course import REPO
 
 README = REPO / "README.md"
 INSTRUCTORS = REPO / "docs" / "instructors.md"
@@ -42,11 +43,11 @@ COVERED_BY = {
     "make test": "tests/test_config.py::test_ci_runs_the_readme_test_command",
     "make demo": "tests/test_pipeline.py::test_demo_prints_a_table_of_three_scores",
     "make source": "tests/test_build.py::test_valid_module_builds_with_helpers_and_metadata",
-    "make release": "tests/test_build.py::test_release_has_no_solutions_or_hidden_tests",
+    "make release": "tests/test_build.py::test_release_has_no_solutions_or_model_answers",
     "make selftest": "tests/test_selftest.py::test_variant_scores_as_it_must",
     "make collect": "tests/test_collect.py",
     "make autograde": "tests/test_hostile.py::test_each_submission_ends_with_the_row_it_deserves",
-    "make feedback": "tests/test_pipeline.py::test_feedback_for_every_notebook_without_hidden_tests",
+    "make feedback": "tests/test_pipeline.py::test_feedback_for_every_notebook_shows_no_check_and_explains_failures",
     "make leaderboard": "tests/test_leaderboard.py",
     "make html": "tests/test_pipeline.py::test_site_renders_every_notebook_with_plots",
     "make bench": "tests/test_budgets.py",
@@ -275,7 +276,7 @@ def lms_formats() -> list[tuple[Command, str]]:
 
 
 def test_every_documented_lms_format_finds_a_documented_id():
-    from autograder.collect import PATTERNS, student_id
+    from autograder.collect.lms import PATTERNS, student_id
     assert lms_formats(), "no make collect command with LMS_FORMAT in the docs"
     for command, fmt in lms_formats():
         regex = re.compile(PATTERNS.get(fmt, fmt))
@@ -358,7 +359,7 @@ def test_the_guides_name_every_released_notebook():
 
 
 def test_the_nickname_rule_is_the_codes():
-    from autograder.leaderboard import NICKNAME, NICKNAME_FILE
+    from autograder.report.leaderboard import NICKNAME, NICKNAME_FILE
     longest = re.search(r"\{1,(\d+)\}", NICKNAME.pattern).group(1)
     for doc in (STUDENTS, INSTRUCTORS):
         text = " ".join(doc.read_text(encoding="utf-8").split())
@@ -367,7 +368,7 @@ def test_the_nickname_rule_is_the_codes():
 
 
 def test_every_grades_csv_column_is_documented():
-    from autograder.grade import csv_columns
+    from autograder.report.grades import csv_columns
     text = INSTRUCTORS.read_text(encoding="utf-8")
     missing = [c for c in csv_columns([]) if f"`{c}`" not in text]
     assert not missing, f"docs/instructors.md does not describe the grades.csv columns {missing}"

@@ -1,12 +1,17 @@
-"""Submissions are put back into the released shape before grading; renamed files are found."""
+"""Submissions are put back into the released shape before grading; renamed files are found;
+staging copies notebooks only and refuses what it must not open."""
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder.repair import match_notebook_name, read_notebook, repair_notebook
+from autograder.collect.repair import TAMPERING, match_notebook_name, read_notebook, repair_notebook
+from autograder.collect.stage import stage_submission
+from autograder.course import STAGING
 
 
 def cell(kind, source, **nbgrader):
@@ -47,14 +52,16 @@ def test_edited_test_cell_is_restored():
     nb.cells[2].source = "pass"
     repaired, notes = repair_notebook(nb, released())
     assert repaired.cells[2].source == "assert f(1) == 2"
-    assert notes == ["locked cell t_f was edited -> restored"]
+    assert [(n.kind, n.grade_id, str(n)) for n in notes] == [
+        ("locked_edited", "t_f", "locked cell t_f was edited -> restored")]
+    assert notes[0].kind in TAMPERING
 
 
 def test_deleted_test_cell_comes_back_after_its_answer():
     nb = answered()
     del nb.cells[2]
     repaired, notes = repair_notebook(nb, released())
-    assert ids(repaired) == [None, "f", "t_f", "q"] and "deleted cell t_f restored" in notes
+    assert ids(repaired) == [None, "f", "t_f", "q"] and "deleted cell t_f restored" in map(str, notes)
     assert repaired.cells[2].source == "assert f(1) == 2", "a restored test must run, not be commented out"
 
 
@@ -77,8 +84,9 @@ def test_duplicates_are_kept_as_code_or_dropped_as_tests():
     repaired, notes = repair_notebook(nb, released())
     assert ids(repaired) == [None, "f", None, "t_f", "q"]
     assert repaired.cells[2].source == "def f(x):\n    return 2 * x"
-    assert sorted(notes) == ["a second copy of answer cell f kept as plain code",
-                             "dropped a duplicate of locked cell t_f"]
+    assert sorted(map(str, notes)) == ["a second copy of answer cell f kept as plain code",
+                                       "dropped a duplicate of locked cell t_f"]
+    assert [n.kind in TAMPERING for n in sorted(notes, key=str)] == [False, True]
 
 
 def test_changed_flags_and_invented_cells_are_undone():
@@ -106,7 +114,75 @@ def test_match_notebook_name(name, expected):
     assert match_notebook_name(name, ["01_loops_and_blocking", "03_quantization"]) == expected
 
 
-def test_read_notebook_names_the_problem(tmp_path):
-    (tmp_path / "a.ipynb").write_text('{"cells": [')
-    with pytest.raises(ValueError, match="a.ipynb is not a readable notebook"):
-        read_notebook(tmp_path / "a.ipynb")
+@pytest.mark.parametrize("data, words", [
+    (b'{"cells": [', "is not a readable notebook"),
+    (b"[" * 100_000 + b"]" * 100_000, "is not a readable notebook"),          # nesting the parser cannot take
+    (b"\xff\xfe not utf-8", "is not a readable notebook"),
+    (b'{"cells": 7, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "is not a readable notebook"),
+    (b'{"cells": [{"cell_type": "code", "source": 5, "metadata": {}, "outputs": []}], "metadata": {}, '
+     b'"nbformat": 4, "nbformat_minor": 5}', "a.ipynb"),
+])
+def test_read_notebook_names_the_problem(data, words):
+    with pytest.raises(ValueError, match=words):
+        read_notebook(data, "a.ipynb")
+
+
+def make_staging_course(root: Path) -> Path:
+    release = root / "release" / "acceleration"
+    release.mkdir(parents=True)
+    nbformat.write(released(), release / "01_toy.ipynb")
+    (release / "benchmarking.py").write_text("# the release's helper\n")
+    folder = root / "submitted" / "s" / "acceleration"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_staging_copies_answered_notebooks_only_and_lists_the_rest(tmp_path):
+    folder = make_staging_course(tmp_path)
+    nbformat.write(answered(), folder / "01_toy (1).ipynb")
+    (folder / "numpy.py").write_text("raise SystemExit('imported a student file')\n")
+    (folder / "benchmarking.py").write_text("EVIL = True\n")
+    (folder / "pkg").mkdir()
+    (folder / "pkg" / "__init__.py").write_text("")
+    (folder / "site.pth").write_text("import os\n")
+    staged = stage_submission(tmp_path, "acceleration", "s", ["01_toy"])
+    target = tmp_path / STAGING / "submitted" / "s" / "acceleration"
+    assert sorted(p.name for p in target.iterdir()) == ["01_toy.ipynb"], "only notebooks are staged"
+    assert staged.present == {"01_toy"} and staged.problems == {}
+    assert sorted(staged.ignored) == ["benchmarking.py", "numpy.py", "pkg/__init__.py", "site.pth"]
+    assert staged.notes == ["graded '01_toy (1).ipynb' as 01_toy.ipynb"]
+
+
+def test_staging_refuses_links_fifos_odd_names_and_oversized_notebooks(tmp_path, monkeypatch):
+    folder = make_staging_course(tmp_path)
+    secret = tmp_path / "secret.ipynb"
+    nbformat.write(answered(), secret)
+    (folder / "01_toy.ipynb").symlink_to(secret)
+    os.link(secret, folder / "hard.ipynb")
+    os.mkfifo(folder / "pipe.ipynb")
+    (folder / os.fsdecode(b"bad\xffname.py")).write_text("x = 1\n")
+    (folder / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    staged = stage_submission(tmp_path, "acceleration", "s", ["01_toy"])
+    refused = "\n".join(staged.refused)
+    for words in ("01_toy.ipynb: a symbolic link", "hard.ipynb: a hard link", "pipe.ipynb: not a regular file",
+                  "not valid UTF-8", "linked_dir: a symbolic link"):
+        assert words in refused, f"{words!r} not in {staged.refused}"
+    assert staged.present == set(), "a notebook reached only through a link is never read"
+    import autograder.collect.stage as stage
+    monkeypatch.setattr(stage, "MAX_NOTEBOOK_BYTES", 100)
+    nbformat.write(answered(), folder / "big.ipynb")
+    (folder / "01_toy.ipynb").unlink()
+    os.rename(folder / "big.ipynb", folder / "01_toy.ipynb")
+    staged = stage_submission(tmp_path, "acceleration", "s", ["01_toy"])
+    assert "over the 100-byte limit" in staged.problems["01_toy"]
+
+
+def test_a_submission_folder_that_is_a_link_is_refused(tmp_path):
+    folder = make_staging_course(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    nbformat.write(answered(), elsewhere / "01_toy.ipynb")
+    folder.rmdir()
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    staged = stage_submission(tmp_path, "acceleration", "s", ["01_toy"])
+    assert staged.present == set() and "symbolic link" in staged.refused[0]

@@ -35,13 +35,13 @@ def helper_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".py")
 
 
-def test_cells(nb: nbformat.NotebookNode) -> list[str]:
+def autograded_cells(nb: nbformat.NotebookNode) -> list[str]:
     return [nbgrader_meta(c)["grade_id"] for c in nb.cells if is_autograded_test(c)]
 
 
 def coverage_problems(name: str, nb: nbformat.NotebookNode, checks_path: Path) -> list[str]:
     """Test cells without a check and checks named after no test cell, each naming file and id."""
-    tests = test_cells(nb)
+    tests = autograded_cells(nb)
     if not checks_path.is_file():
         return [f"{checks_path}: missing: {name} has test cells ({', '.join(tests)}) and every one needs a check"]
     names = check_names(checks_path.read_text())
@@ -81,7 +81,7 @@ def notebook_key(name: str, nb: nbformat.NotebookNode, checks_path: Path, batch_
         raise AnswerKeyError("\n".join(problems))
     checks = checks_path.read_text()
     outcome = run_checks(nb, checks, batch_seed, helpers, None, runs=runs, **options)
-    grade_ids = test_cells(nb)
+    grade_ids = autograded_cells(nb)
     problems = reference_problems(outcome, grade_ids, runs)
     if problems:
         raise AnswerKeyError(f"the reference solution of {name} fails its own checks ({checks_path}):\n  "

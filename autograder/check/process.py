@@ -55,7 +55,7 @@ DIRECT = {"ctypes.dlopen": "used ctypes", "ctypes.dlsym": "used ctypes", "ctypes
           "code.__new__": "built a code object", "function.__new__": "built a function object"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 READ_ROOTS_EXTRA = ("/usr/share/", "/usr/lib/", "/usr/local/lib/", "/usr/lib64/", "/etc/",
-                    "/sys/devices/system/cpu/", "/dev/null", "/dev/urandom", "/proc/self/")
+                    "/sys/devices/system/cpu/", "/dev/null", "/dev/urandom")
 MAX_FLAGS = 40
 MESSAGE_CHARS = 300
 _exec, _compile = exec, compile  # bound before student code runs

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
-from autograder.check.answer_key import helper_files, test_cells
+from autograder.check.answer_key import helper_files, autograded_cells
 from autograder.check.judge import judge_cells
 from autograder.check.runner import run_checks
 from autograder.course import STAGING, gradebook_url
@@ -77,7 +77,7 @@ def check_submission(root: Path, assignment: str, student: str, key: dict, limit
         outcome = run_checks(nbformat.read(staged / f"{name}.ipynb", as_version=4), entry["checks"], key["seed"],
                              helpers, released, runs=key.get("runs", 1), sandbox=sandbox, course_root=root,
                              scratch_root=root / STAGING / SCRATCH, limits=limits, threads=threads)
-        grade_ids = test_cells(released)
+        grade_ids = autograded_cells(released)
         verdicts = judge_cells(entry["cells"], outcome, grade_ids, key.get("runs", 1))
         result = NotebookCheck(flags=list(outcome.flags), failure=outcome.failure, restarts=outcome.restarts)
         for grade_id in grade_ids:

@@ -27,9 +27,12 @@ from autograder.course import gradebook_url, nbgrader_config, sandbox_limits
 MAX_LOG_CHARS = 20_000
 
 
-def make_api(root: Path, submitted_directory: str, threads: int) -> NbGraderAPI:
-    """nbgrader's API for the course at ``root``, with this repo's ``nbgrader_config.py``."""
+def make_api(root: Path, submitted_directory: str, threads: int, limits: dict | None = None) -> NbGraderAPI:
+    """nbgrader's API for the course at ``root``, with this repo's ``nbgrader_config.py`` (and, for
+    tests, ``limits`` replacing some of its ``Sandbox`` settings)."""
     config = nbgrader_config().copy()
+    if limits:
+        config.Sandbox.update(limits)
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.submitted_directory = submitted_directory
     config.CourseDirectory.db_url = gradebook_url(root, timeout_s=120)  # parallel workers wait, not fail
@@ -77,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submitted-directory", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--answer-key", type=Path, default=None, help="outside-check every submission")
+    parser.add_argument("--limits", type=json.loads, default=None, help="JSON: Sandbox settings to replace")
     args = parser.parse_args(argv)
     key = json.loads(args.answer_key.read_text()) if args.answer_key else None
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # not inherited by kernels (PEP 446)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     root = args.root.resolve()
-    api = make_api(root, args.submitted_directory, args.threads)
+    api = make_api(root, args.submitted_directory, args.threads, args.limits)
     for line in sys.stdin:
         student = line.strip()
         if student:
