@@ -129,3 +129,13 @@ def test_leak_check_finds_solution_lines_in_any_release_file(toy_course):
     assert any("notes.txt" in leak and "doubled_value_of_the_input" in leak for leak in leaks)
     assert any("notes.txt" in leak and "model answer says so" in leak for leak in leaks)
     assert any("01_toy.ipynb" in leak and "BEGIN HIDDEN TESTS" in leak for leak in leaks)
+
+
+def test_refuses_a_graded_cell_that_needs_an_experiment(toy_course):
+    experiment = "# %%\nfactor = 2\nprint(f'measured {factor}')"
+    grade = GRADE + "\nassert double(2) == 2 * factor"
+    message = refused(toy_course, toy_module(imports=TOY_CELLS["imports"] + "\n\n" + experiment, grade=grade))
+    assert "needs 'factor', which only the experiment in cell 2 defines" in message and "[t01_double_values]" in message
+    defined = "# %%\nFACTOR = 2"
+    build(toy_course, toy_module(imports=TOY_CELLS["imports"] + "\n\n" + defined,
+                                 grade=GRADE + "\nassert double(2) == 2 * FACTOR"))

@@ -18,6 +18,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from autograder.cells import experiment_dependencies
 from autograder.course import REPO, is_autograded_test, nbgrader_meta
 
 NOTEBOOK_NAME = re.compile(r"^\d\d_[a-z0-9_]+\.py$")
@@ -113,6 +114,11 @@ def validate_notebook(nb: nbformat.NotebookNode, path: Path, text: str | None = 
             _validate_cell(cell, meta, where, seen)
         except BuildError as exc:
             problems.append(str(exc))
+    for needing, defining, name in experiment_dependencies(nb):
+        problems.append(f"{CellRef(path, needing + 1, lines[needing] if lines else None, nbgrader_meta(nb.cells[needing]).get('grade_id'))}: "
+                        f"needs {name!r}, which only the experiment in cell {defining + 1} defines; grading skips "
+                        f"experiments (cells that do more than import and define), so define it in a cell that only "
+                        f"defines, or in a given cell")
     if problems:
         raise BuildError("\n".join(problems))
 

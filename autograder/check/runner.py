@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import nbformat
 
 from autograder.check.evidence import MAX_SERVED_ARRAYS, EvidenceError, ServedRecord, register
 from autograder.check.protocol import Ended, FrameReader, ProtocolError, TimedOut, encode_frame
+from autograder.cells import cell_roles, parse_python
 from autograder.course import REPO, is_autograded_test, nbgrader_meta, printable
 from autograder.run.sandbox import (Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
                                     detect_protections, hidden_paths, kill_user_processes, launcher_prefix,
@@ -73,7 +73,6 @@ START_TIMEOUT_S = 60.0
 RENDEZVOUS_TIMEOUT_S = 5.0
 MAX_FLAGS, FLAG_CHARS, ERROR_CHARS = 40, 200, 300
 NO_SANDBOX = Protections(False, False, False, False, ("outside check run without the sandbox",))
-_AST_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -116,13 +115,6 @@ class Outcome:
 
 
 # -- what to run ------------------------------------------------------------------------------
-def parse_python(source: str) -> ast.Module:
-    """``ast.parse`` one thread at a time: in Python 3.11 two threads parsing at once can fail with
-    "SystemError: AST constructor recursion depth mismatch" (CPython issue gh-106905)."""
-    with _AST_LOCK:
-        return ast.parse(source)
-
-
 def check_names(source: str) -> list[str]:
     """Top-level function names of a checks file: each is the check of the test cell so named."""
     return [node.name for node in parse_python(source).body
@@ -131,31 +123,6 @@ def check_names(source: str) -> list[str]:
 
 def checks_file(notebook: str, assignment: str, checks_root: Path = CHECKS_ROOT) -> Path:
     return checks_root / assignment / f"{notebook}.py"
-
-
-def _constants_only(node: ast.Assign | ast.AnnAssign) -> bool:
-    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
-
-
-def definitions_only(source: str) -> bool:
-    """Whether a cell only defines: imports, functions, classes, UPPER_CASE constants (whatever
-    they call) and other assignments that call nothing. Such cells are cheap to rerun; the
-    others are the notebook's experiments."""
-    try:
-        body = parse_python(source).body
-    except SyntaxError:
-        return False
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
-            continue
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and (
-                _constants_only(node) or not any(isinstance(sub, ast.Call) for sub in ast.walk(node.value))):
-            continue
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue
-        return False
-    return bool(body)
 
 
 def derive_seed(batch_seed: int, check: str, run: int) -> int:
@@ -182,25 +149,15 @@ def check_steps(nb: nbformat.NotebookNode, checks: list[str], batch_seed: int, r
     (the leaderboard's benchmarks).
     """
     given_cells = released if released is not None else nb
-    instructor = None if released is None else {
-        c.source for c in released.cells if c.cell_type == "code" and not nbgrader_meta(c)}
     visible = {nbgrader_meta(c)["grade_id"]: c.source for c in given_cells.cells if is_autograded_test(c)}
     steps, tests = [], []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        meta = nbgrader_meta(cell)
-        if is_autograded_test(cell):
-            tests.append(meta["grade_id"])
-        elif meta.get("solution"):
-            steps.append(Step(f"cell {index} [{meta['grade_id']}]", "student", cell.source))
-        elif meta:
-            steps.append(Step(f"cell {index} [{meta.get('grade_id')}]", "given", cell.source))
-        elif instructor is None or cell.source in instructor:
-            if definitions_only(cell.source):
-                steps.append(Step(f"cell {index}", "given", cell.source))
-        else:
-            steps.append(Step(f"cell {index}", "student", cell.source))
+    for index, (cell, role) in enumerate(zip(nb.cells, cell_roles(nb, released))):
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        where = f"cell {index}" + (f" [{grade_id}]" if grade_id else "")
+        if role == "test":
+            tests.append(grade_id)
+        elif role in ("given", "student"):
+            steps.append(Step(where, role, cell.source))
     if only is not None:
         return steps + [Step(check_step_id(name, 0), "check", check=name, seed=derive_seed(batch_seed, name, 0))
                         for name in only]

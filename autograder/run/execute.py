@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.client import NotebookClient
@@ -28,6 +29,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets import Bool, Integer, Unicode
 
+from autograder.cells import cell_roles
 from autograder.course import REPO, STAGING, sandbox_limits
 from autograder.run.sandbox import (SCRATCH, Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
                                     detect_protections, hidden_paths, kill_user_processes, launcher_prefix,
@@ -70,6 +72,8 @@ class SandboxedExecute(Execute):
     helpers_dir = Unicode("", help="Folder whose .py files the kernel may import (default: the release "
                                    "of the notebook's assignment).").tag(config=True)
     threads = Integer(1, help="BLAS threads per kernel.").tag(config=True)
+    skip_experiments = Bool(True, help="Skip the release's experiment cells (benchmarks, plots): they grade "
+                                       "nothing, and make source checks that no graded cell needs them.").tag(config=True)
     max_restarts = Integer(8, help="Kernel restarts per notebook before giving up.").tag(config=True)
 
     def __init__(self, *args, limits: Limits | None = None, **kwargs):
@@ -140,6 +144,13 @@ class SandboxedExecute(Execute):
             if uid is not None:
                 kill_user_processes(uid)
 
+    def _released(self):
+        """The release's copy of this notebook, or None (then every cell runs)."""
+        info = self.resources.get("nbgrader", {})
+        assignment, notebook = info.get("assignment"), info.get("notebook")
+        path = Path(self.course_root or os.getcwd()) / "release" / str(assignment) / f"{notebook}.ipynb"
+        return nbformat.read(path, as_version=4) if assignment and notebook and path.is_file() else None
+
     def _helpers(self) -> list[Path]:
         folder = Path(self.helpers_dir) if self.helpers_dir else None
         if folder is None:
@@ -164,7 +175,9 @@ class SandboxedExecute(Execute):
         root = Path(self.course_root or os.getcwd())
         area = make_run_area(root / STAGING / SCRATCH, self._helpers(), uid, self.limits, self._protections)
         events: list[dict] = []
-        code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        released = self._released() if self.skip_experiments else None
+        roles = cell_roles(nb, released) if released is not None else [None] * len(nb.cells)
+        code_cells = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and roles[i] != "experiment"]
         done: list[int] = []
         limit_s = self.limits.notebook_timeout_s
         deadline = time.monotonic() + limit_s
