@@ -17,11 +17,12 @@
 #
 # A trained network's weights do not need 32-bit floats. Stored as 8-bit integers plus one
 # float scale per tensor or per channel, they take a quarter of the bytes, so a layer that is
-# limited by memory traffic can read them up to 4x faster (measured below). On hardware with
-# int8 dot-product instructions the multiply-adds get cheaper too: for example x86's AVX-512
-# VNNI instruction `VPDPBUSD` multiplies four pairs of 8-bit integers and adds them into each
-# 32-bit lane in a single instruction (Intel 64 and IA-32 Architectures Software Developer's
-# Manual, Vol. 2). numpy cannot use such instructions, so that part is not measured here.
+# limited by memory traffic has a quarter of the bytes to read (how much time that saves on
+# this machine is measured below). On hardware with int8 dot-product instructions the
+# multiply-adds get cheaper too: for example x86's AVX-512 VNNI instruction `VPDPBUSD`
+# multiplies four pairs of 8-bit integers and adds them into each 32-bit lane in a single
+# instruction (Intel 64 and IA-32 Architectures Software Developer's Manual, Vol. 2). numpy
+# cannot use such instructions, so that part is not measured here.
 # The price is rounding error, and this notebook measures how much.
 #
 # **What you will build**, with real int8 storage and int32 accumulation (not floats that
@@ -41,26 +42,38 @@
 # no fast integer matmul, and you will see what that costs and how to work around it exactly.
 #
 # **How it is graded.** Each task is followed by test cells. The visible tests are the ones you
-# see; after you submit, hidden tests inside the same cells check the same rules on other
-# inputs (other shapes, axes, signs, zero channels). The tests check how you compute, not only
-# the result: exact integer results on cases you can check by hand, dtypes (int8 storage,
-# int32 accumulation), error bounds derived from the scale, and peak temporary memory.
-# No test reads a clock.
+# see. When your work is graded, each test cell runs again in a separate process, apart from
+# your notebook, together with hidden cases that check the same rules on other inputs (other
+# shapes, axes, signs, zero channels) chosen at grading time; a test cell earns its points
+# only if both pass. The tests check how you compute, not only the result: exact integer
+# results on cases you can check by hand, dtypes (int8 storage, int32 accumulation), error
+# bounds derived from the scale, saturation, and peak temporary memory. No test reads a clock.
 #
-# **How to run the visible tests.** Restart the kernel and run all cells. A test cell that
-# prints nothing has passed; a failing one stops with an `AssertionError` that says what is
-# wrong. Until you implement a function, the cells that call it stop with
-# `NotImplementedError`; that is expected. Timings and plots are for you and are never graded;
-# every number they print is this machine's, measured by the cell that prints it.
+# **How to run the visible tests.** Use *Kernel > Restart Kernel and Run All Cells...*. A test
+# cell that prints nothing has passed; a failing one shows an `AssertionError` that says what
+# is wrong. Until you implement a function, the test cells that call it show
+# `NotImplementedError` and the measurements that need it print one line saying which task to
+# finish first; that is expected, and the run goes on to the end. Timings and plots are for
+# you and are never graded; every number they print is this machine's, measured by the cell
+# that prints it.
 
 # %%
-import tracemalloc
+import contextlib
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import benchmarking
 import plotting
+
+
+@contextlib.contextmanager
+def skip_unless_done(tasks):
+    """Run a measurement; if it reaches a task that is not done yet (NotImplementedError),
+    print one line saying which tasks it needs instead of stopping with an error."""
+    try:
+        yield
+    except NotImplementedError:
+        print(f"skipped: this measurement needs {tasks} done first; rerun this cell when they are")
 
 # %% [markdown]
 # ## This machine's limits
@@ -78,16 +91,19 @@ print(f"this machine: float32 GEMM {peak_gflops:.0f} GFLOP/s, copy bandwidth {ba
 # When a layer processes one input at a time (batch 1 inference), each weight is read once
 # and used for one multiply-add, far too little work per byte to keep the arithmetic units
 # busy: the layer runs at the speed of memory. Storing the same weights in 1 byte instead of
-# 4 then cuts the time to stream them. The cell below copies the same number of values as
-# float32 and as int8; a copy does no arithmetic, so it shows the memory-traffic effect alone.
+# 4 then cuts the bytes to stream by four. The cell below copies the same number of values as
+# float32 and as int8; a copy does no arithmetic, so it shows how much time fewer bytes save
+# on this machine, the memory-traffic effect alone.
 
 # %%
 n_values = benchmarking.benchmark_size(32 * 2**20, 4 * 2**20)
 t_f32, t_i8 = (benchmarking.time_copy(n_values, dtype) for dtype in (np.float32, np.int8))
 bytes_f32, bytes_i8 = 4 * n_values, n_values
+ratio = t_f32.median_s / t_i8.median_s
 print(f"copy {n_values / 1e6:.1f}M values: float32 {bytes_f32 / 1e6:.0f} MB in {t_f32}, "
-      f"int8 {bytes_i8 / 1e6:.0f} MB in {t_i8}: int8 {t_f32.median_s / t_i8.median_s:.1f}x faster "
-      f"(copy bandwidth {bandwidth_gbs:.1f} GB/s)")
+      f"int8 {bytes_i8 / 1e6:.0f} MB in {t_i8}: int8 "
+      + (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower")
+      + f" (copy bandwidth {bandwidth_gbs:.1f} GB/s)")
 
 # %% [markdown]
 # ## Task 1 — Symmetric int8 quantization (3 points)
@@ -147,7 +163,7 @@ def quantize_int8(x, axis=None):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantize_int8_per_tensor", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantize_int8_per_tensor", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """quantize_int8 per tensor: int8 codes and scale = max|x| / 127 on cases checkable by hand"""
 q, scale = quantize_int8(np.array([2.54, -1.0, 0.5, 0.0]))
 assert isinstance(q, np.ndarray) and q.dtype == np.int8, \
@@ -161,7 +177,7 @@ assert q.dtype == np.int8 and q.shape == (2, 2), f"q must be int8 of shape (2, 2
 assert float(scale) == 1.0, f"max|x| = 127 must give scale 1.0, got {scale}"
 assert q.tolist() == [[127, -63], [10, 0]], f"codes must round to nearest: expected [[127, -63], [10, 0]], got {q.tolist()}"
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantize_int8_per_channel", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantize_int8_per_channel", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 """quantize_int8 per channel: one scale per index along axis, keepdims shape, zero channel safe"""
 # columns: max|.| = 127 (scale 1), max|.| = 254 (scale 2), all zero
 w = np.array([[127.0, -254.0, 0.0],
@@ -204,7 +220,7 @@ def dequantize(q, scale):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_dequantize_broadcast", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_dequantize_broadcast", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """dequantize returns float32 q * scale, per tensor and per channel"""
 q = np.array([[127, -50], [0, 25]], dtype=np.int8)
 x = dequantize(q, 0.02)
@@ -274,7 +290,7 @@ def quantized_matmul(a_q, b_q, scale_a, scale_b):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_matmul_int32_accumulation", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_matmul_int32_accumulation", "locked": true, "points": 2, "schema_version": 3, "solution": false}
 """quantized_matmul sums int8 products exactly (int32, no wrap-around) and returns float32"""
 out = quantized_matmul(np.array([[100, 100]], dtype=np.int8), np.array([[2], [2]], dtype=np.int8), 1.0, 1.0)
 assert isinstance(out, np.ndarray) and out.dtype == np.float32, f"result must be float32, got {getattr(out, 'dtype', type(out))}"
@@ -286,7 +302,7 @@ out = quantized_matmul(np.full((2, 4), 127, dtype=np.int8), np.full((4, 3), -127
 np.testing.assert_array_equal(out, np.full((2, 3), -64516.0, dtype=np.float32),
                               err_msg="4 * 127 * (-127) must be -64516: the accumulator needs 32 bits")
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_matmul_scales", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_matmul_scales", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """quantized_matmul rescales by per-tensor and per-channel scales after the integer sum"""
 a_q = np.array([[1, 2], [3, 4]], dtype=np.int8)
 b_q = np.array([[5, 6], [7, 8]], dtype=np.int8)  # integer product [[19, 22], [43, 50]]
@@ -306,7 +322,10 @@ np.testing.assert_allclose(out, [[19.0, 220.0], [86.0, 1000.0]], rtol=1e-6,
 # weighted by the values; independent rounding errors partly cancel, so the output errors
 # pile up around zero in a bell shape instead of adding up to $K$ times the worst case.
 
-# %%
+# %% tags=["raises-exception"]
+import matplotlib.pyplot as plt
+
+
 def plot_error_histograms(panels, bins=60):
     """One histogram per panel, side by side; panels maps a title to (errors, x-axis label)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(10.0, 3.6))
@@ -322,17 +341,18 @@ def plot_error_histograms(panels, bins=60):
 rng = np.random.default_rng(0)
 weights = rng.standard_normal((256, 128)).astype(np.float32) * 0.05
 inputs = rng.standard_normal((64, 256)).astype(np.float32)
-w_q, w_scale = quantize_int8(weights, axis=1)
-x_q, x_scale = quantize_int8(inputs)
-weight_error_steps = (dequantize(w_q, w_scale) - weights) / w_scale
-exact_out = inputs.astype(np.float64) @ weights
-out_error = quantized_matmul(x_q, w_q, x_scale, w_scale) - exact_out
-print(f"weights (256, 128): max |error| {np.abs(weight_error_steps).max():.3f} steps (bound 0.5); "
-      f"matmul (64, 256) @ (256, 128): output error std {out_error.std():.3g} vs output std {exact_out.std():.3g}")
-fig, axes = plot_error_histograms({
-    "weight elements": (weight_error_steps, "error (quantization steps of its column)"),
-    "matmul outputs": (out_error, "error (output units)"),
-})
+with skip_unless_done("Tasks 1, 2 and 3"):
+    w_q, w_scale = quantize_int8(weights, axis=1)
+    x_q, x_scale = quantize_int8(inputs)
+    weight_error_steps = (dequantize(w_q, w_scale) - weights) / w_scale
+    exact_out = inputs.astype(np.float64) @ weights
+    out_error = quantized_matmul(x_q, w_q, x_scale, w_scale) - exact_out
+    print(f"weights (256, 128): max |error| {np.abs(weight_error_steps).max():.3f} steps (bound 0.5); "
+          f"matmul (64, 256) @ (256, 128): output error std {out_error.std():.3g} vs output std {exact_out.std():.3g}")
+    fig, axes = plot_error_histograms({
+        "weight elements": (weight_error_steps, "error (quantization steps of its column)"),
+        "matmul outputs": (out_error, "error (output units)"),
+    })
 
 # %% [markdown]
 # ### Error of the quantized matmul over sizes
@@ -341,7 +361,7 @@ fig, axes = plot_error_histograms({
 # largest element of the whole matrix, which grows slowly with its size; per-channel scales
 # follow each row's or column's own largest element.
 
-# %%
+# %% tags=["raises-exception"]
 def relative_error(approx, exact):
     """Frobenius norm of approx - exact over that of exact (0.01 means 1 %)."""
     return float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))
@@ -350,23 +370,24 @@ def relative_error(approx, exact):
 rng = np.random.default_rng(1)
 sizes = benchmarking.benchmark_size([16, 32, 64, 128, 256, 512], [16, 32, 64])
 errors = {"per tensor": [], "per channel": []}
-for n in sizes:
-    a = rng.standard_normal((n, n)).astype(np.float32)
-    b = rng.standard_normal((n, n)).astype(np.float32)
-    exact_ab = a @ b
-    a_q, scale_a = quantize_int8(a)
-    b_q, scale_b = quantize_int8(b)
-    errors["per tensor"].append(relative_error(quantized_matmul(a_q, b_q, scale_a, scale_b), exact_ab))
-    a_q, scale_a = quantize_int8(a, axis=0)
-    b_q, scale_b = quantize_int8(b, axis=1)
-    errors["per channel"].append(relative_error(quantized_matmul(a_q, b_q, scale_a, scale_b), exact_ab))
-print("relative error of quantized_matmul vs float32, N = " + ", ".join(map(str, sizes)) + ": "
-      + "; ".join(f"{kind} " + " ".join(f"{e:.2%}" for e in errs) for kind, errs in errors.items()))
-fig, ax = plotting.plot_lines(sizes, {k: np.array(v) * 100 for k, v in errors.items()},
-                              xlabel="N (matrices N x N)", ylabel="relative error (%)",
-                              title="int8 matmul error vs float32", logy=False)
-ax.set_xticks(sizes, labels=[str(n) for n in sizes])
-ax.minorticks_off()
+with skip_unless_done("Tasks 1 and 3"):
+    for n in sizes:
+        a = rng.standard_normal((n, n)).astype(np.float32)
+        b = rng.standard_normal((n, n)).astype(np.float32)
+        exact_ab = a @ b
+        a_q, scale_a = quantize_int8(a)
+        b_q, scale_b = quantize_int8(b)
+        errors["per tensor"].append(relative_error(quantized_matmul(a_q, b_q, scale_a, scale_b), exact_ab))
+        a_q, scale_a = quantize_int8(a, axis=0)
+        b_q, scale_b = quantize_int8(b, axis=1)
+        errors["per channel"].append(relative_error(quantized_matmul(a_q, b_q, scale_a, scale_b), exact_ab))
+    print("relative error of quantized_matmul vs float32, N = " + ", ".join(map(str, sizes)) + ": "
+          + "; ".join(f"{kind} " + " ".join(f"{e:.2%}" for e in errs) for kind, errs in errors.items()))
+    fig, ax = plotting.plot_lines(sizes, {k: np.array(v) * 100 for k, v in errors.items()},
+                                  xlabel="N (matrices N x N)", ylabel="relative error (%)",
+                                  title="int8 matmul error vs float32", logy=False)
+    ax.set_xticks(sizes, labels=[str(n) for n in sizes])
+    ax.minorticks_off()
 
 # %% [markdown]
 # ### One large channel: per tensor vs per channel
@@ -374,24 +395,25 @@ ax.minorticks_off()
 # rest. The cell below builds a `(256, 64)` weight matrix whose column 0 is 100x larger than
 # the others and measures the output error of each column under both kinds of scale.
 
-# %%
+# %% tags=["raises-exception"]
 rng = np.random.default_rng(2)
 weights = rng.standard_normal((256, 64)).astype(np.float32) * 0.05
 weights[:, 0] *= 100.0  # one large-magnitude output channel
 inputs = rng.standard_normal((512, 256)).astype(np.float32)
 exact_out = inputs @ weights
-x_q, x_scale = quantize_int8(inputs)
 column_errors = {}
-for kind, axis in [("per tensor", None), ("per channel", 1)]:
-    w_q, w_scale = quantize_int8(weights, axis=axis)
-    out = quantized_matmul(x_q, w_q, x_scale, w_scale)
-    column_errors[kind] = np.linalg.norm(out - exact_out, axis=0) / np.linalg.norm(exact_out, axis=0)
-    print(f"{kind:<11}: output error of the large column {column_errors[kind][0]:.2%}, "
-          f"of the 63 ordinary columns {np.median(column_errors[kind][1:]):.2%} (median); "
-          f"distinct codes used in an ordinary column {len(np.unique(w_q[:, 1]))} of 255")
-fig, ax = plotting.plot_lines(np.arange(64), {k: v * 100 for k, v in column_errors.items()},
-                              xlabel="output channel (column of W)", ylabel="relative error (%)",
-                              title="W with one 100x column: error per output channel", logx=False)
+with skip_unless_done("Tasks 1 and 3"):
+    x_q, x_scale = quantize_int8(inputs)
+    for kind, axis in [("per tensor", None), ("per channel", 1)]:
+        w_q, w_scale = quantize_int8(weights, axis=axis)
+        out = quantized_matmul(x_q, w_q, x_scale, w_scale)
+        column_errors[kind] = np.linalg.norm(out - exact_out, axis=0) / np.linalg.norm(exact_out, axis=0)
+        print(f"{kind:<11}: output error of the large column {column_errors[kind][0]:.2%}, "
+              f"of the 63 ordinary columns {np.median(column_errors[kind][1:]):.2%} (median); "
+              f"distinct codes used in an ordinary column {len(np.unique(w_q[:, 1]))} of 255")
+    fig, ax = plotting.plot_lines(np.arange(64), {k: v * 100 for k, v in column_errors.items()},
+                                  xlabel="output channel (column of W)", ylabel="relative error (%)",
+                                  title="W with one 100x column: error per output channel", logx=False)
 
 # %% [markdown]
 # ### Speed, honestly
@@ -409,7 +431,7 @@ fig, ax = plotting.plot_lines(np.arange(64), {k: v * 100 for k, v in column_erro
 # The first and last bars run the same float32 BLAS product; if they differ a lot, something
 # else was using the cores during the measurement: rerun the cell.
 
-# %%
+# %% tags=["raises-exception"]
 n = benchmarking.benchmark_size(512, 128)
 rng = np.random.default_rng(3)
 a_q = rng.integers(-127, 128, size=(n, n)).astype(np.int8)
@@ -417,22 +439,26 @@ b_q = rng.integers(-127, 128, size=(n, n)).astype(np.int8)
 a_i32, b_i32 = a_q.astype(np.int32), b_q.astype(np.int32)
 a_f32, b_f32 = a_q.astype(np.float32), b_q.astype(np.float32)
 flops = 2.0 * n**3
-timings = {
-    "float32 BLAS": benchmarking.time_call(np.matmul, a_f32, b_f32, repeats=15),
-    "int32 matmul": benchmarking.time_call(np.matmul, a_i32, b_i32, repeats=3),
-    "quantized_matmul": benchmarking.time_call(quantized_matmul, a_q, b_q, 1.0, 1.0, repeats=3),
-    "int8 codes as float32, BLAS": benchmarking.time_call(
-        lambda: a_q.astype(np.float32) @ b_q.astype(np.float32), repeats=15),
-}
-exact_in_float32 = np.array_equal(a_f32 @ b_f32, (a_i32 @ b_i32).astype(np.float32))
-rates = {name: benchmarking.gflops(flops, t.median_s) for name, t in timings.items()}
-print(f"N=K={n}: " + ", ".join(f"{name} {benchmarking.format_seconds(t.median_s)} ({rates[name]:.1f} GOP/s)"
-                              for name, t in timings.items())
-      + f"; int32 is {timings['int32 matmul'].median_s / timings['float32 BLAS'].median_s:.1f}x slower than float32 BLAS"
-      + f"; float32 BLAS on these codes exact: {exact_in_float32}; measured peak {peak_gflops:.0f} GFLOP/s")
-fig, ax = plotting.plot_bars(list(rates), list(rates.values()), ylabel="GOP/s (1e9 integer or float ops/s)",
-                             title=f"N=K={n} matmul on int8 codes", reference=(peak_gflops, "float32 GEMM peak (measured)"))
-ax.set_yscale("log")
+with skip_unless_done("Task 3"):
+    timings = {
+        "float32 BLAS": benchmarking.time_call(np.matmul, a_f32, b_f32, repeats=15),
+        "int32 matmul": benchmarking.time_call(np.matmul, a_i32, b_i32, repeats=3),
+        "quantized_matmul": benchmarking.time_call(quantized_matmul, a_q, b_q, 1.0, 1.0, repeats=3),
+        "int8 codes as float32, BLAS": benchmarking.time_call(
+            lambda: a_q.astype(np.float32) @ b_q.astype(np.float32), repeats=15),
+    }
+    exact_in_float32 = np.array_equal(a_f32 @ b_f32, (a_i32 @ b_i32).astype(np.float32))
+    rates = {name: benchmarking.gflops(flops, t.median_s) for name, t in timings.items()}
+    int32_vs_float32 = timings["int32 matmul"].median_s / timings["float32 BLAS"].median_s
+    print(f"N=K={n}: " + ", ".join(f"{name} {benchmarking.format_seconds(t.median_s)} ({rates[name]:.1f} GOP/s)"
+                                  for name, t in timings.items())
+          + "; int32 matmul " + (f"{int32_vs_float32:.1f}x slower" if int32_vs_float32 >= 1
+                                 else f"{1 / int32_vs_float32:.1f}x faster") + " than float32 BLAS"
+          + f"; float32 BLAS on these codes exact: {exact_in_float32}; measured peak {peak_gflops:.0f} GFLOP/s")
+    fig, ax = plotting.plot_bars(list(rates), list(rates.values()), ylabel="GOP/s (1e9 integer or float ops/s)",
+                                 title=f"N=K={n} matmul on int8 codes",
+                                 reference=(peak_gflops, "float32 GEMM peak (measured)"))
+    ax.set_yscale("log")
 
 # %% [markdown]
 # When is float32 accumulation no longer exact? Below, float32 BLAS sums are compared with the
@@ -455,7 +481,7 @@ cases = {
 for case, make in cases.items():
     worst = []
     for k in k_values:
-        a, b = (m.astype(np.int8) for m in make(k))
+        a, b = (codes.astype(np.int8) for codes in make(k))
         exact = a.astype(np.int32) @ b.astype(np.int32)
         float_sums = a.astype(np.float32) @ b.astype(np.float32)
         worst.append(int(np.abs(float_sums.astype(np.int64) - exact).max()))
@@ -482,7 +508,7 @@ def quantized_relu(q, scale):
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_relu_integer_domain", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_relu_integer_domain", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """quantized_relu zeroes negative codes in int8, keeps the scale and leaves q unchanged"""
 q = np.array([-127, -3, 0, 5, 127], dtype=np.int8)
 out, scale = quantized_relu(q, 0.5)
@@ -596,7 +622,7 @@ def error_bound(x, x_scale, q_weight, weight_scale):
             + k * x_scale * np.asarray(weight_scale) / 4)
 
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_linear_forward", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_linear_forward", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """QuantizedLinear stores int8 weights per output channel and computes through int8 inputs"""
 rng = np.random.default_rng(37)
 weight = rng.standard_normal((6, 4)).astype(np.float32)
@@ -619,7 +645,7 @@ np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).
 bound = error_bound(x, x_scale, layer.q_weight, layer.weight_scale)
 assert np.all(np.abs(y - (x @ weight + bias)) <= bound * 1.001 + 1e-6), "error vs the float layer exceeds the rounding bound"
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_linear_storage", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_linear_storage", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """QuantizedLinear keeps only int8 weights (no float copy) and reports its bytes"""
 rng = np.random.default_rng(38)
 weight = rng.standard_normal((256, 64)).astype(np.float32)
@@ -635,7 +661,7 @@ array_bytes = sum(v.nbytes for v in vars(layer).values() if isinstance(v, np.nda
 assert array_bytes <= 256 * 64 + 16 * 64, (f"the layer holds {array_bytes} bytes of arrays for a (256, 64) weight: "
                                            f"keep the int8 codes, not a float copy ({4 * 256 * 64} bytes)")
 
-# %% nbgrader={"grade": true, "grade_id": "t03_quantized_linear_calibration", "locked": true, "points": 1, "schema_version": 3, "solution": false}
+# %% tags=["raises-exception"] nbgrader={"grade": true, "grade_id": "t03_quantized_linear_calibration", "locked": true, "points": 1, "schema_version": 3, "solution": false}
 """calibrate fixes the input scale; inputs beyond the calibrated range saturate at +-127"""
 weight = np.array([[1.0, -2.0], [0.5, 4.0], [-1.0, 1.0]], dtype=np.float32)
 bias = np.array([0.25, -0.5], dtype=np.float32)
@@ -719,10 +745,7 @@ print(f"float32 MLP: train accuracy {np.mean(float_mlp(x_train).argmax(1) == y_t
 # `quantized_relu`, and are dequantized to feed the next `QuantizedLinear` (an int8 engine would
 # pass the codes on directly).
 
-# %%
-layer_1, layer_2 = QuantizedLinear(w1, b1), QuantizedLinear(w2, b2)
-
-
+# %% tags=["raises-exception"]
 def int8_mlp(x, first, second):
     """Logits (n, 4) of the MLP with both layers quantized and ReLU on int8 codes."""
     h_q, h_scale = quantize_int8(first(x))
@@ -730,24 +753,28 @@ def int8_mlp(x, first, second):
     return second(dequantize(h_q, h_scale))
 
 
-float_pred = float_mlp(x_test).argmax(1)
-dynamic_pred = int8_mlp(x_test, layer_1, layer_2).argmax(1)
-static_1 = QuantizedLinear(w1, b1).calibrate(x_train)
-static_2 = QuantizedLinear(w2, b2).calibrate(np.maximum(static_1(x_train), 0))
-static_pred = int8_mlp(x_test, static_1, static_2).argmax(1)
-print(f"held-out accuracy: float32 {np.mean(float_pred == y_test):.1%}, int8 dynamic {np.mean(dynamic_pred == y_test):.1%}, "
-      f"int8 static {np.mean(static_pred == y_test):.1%}; predictions equal to float32: "
-      f"dynamic {np.mean(dynamic_pred == float_pred):.1%}, static {np.mean(static_pred == float_pred):.1%} of {len(x_test)}")
+with skip_unless_done("Tasks 1, 2, 4 and 5"):
+    layer_1, layer_2 = QuantizedLinear(w1, b1), QuantizedLinear(w2, b2)
+    float_pred = float_mlp(x_test).argmax(1)
+    dynamic_pred = int8_mlp(x_test, layer_1, layer_2).argmax(1)
+    static_1 = QuantizedLinear(w1, b1).calibrate(x_train)
+    static_2 = QuantizedLinear(w2, b2).calibrate(np.maximum(static_1(x_train), 0))
+    static_pred = int8_mlp(x_test, static_1, static_2).argmax(1)
+    print(f"held-out accuracy: float32 {np.mean(float_pred == y_test):.1%}, "
+          f"int8 dynamic {np.mean(dynamic_pred == y_test):.1%}, int8 static {np.mean(static_pred == y_test):.1%}; "
+          f"predictions equal to float32: dynamic {np.mean(dynamic_pred == float_pred):.1%}, "
+          f"static {np.mean(static_pred == float_pred):.1%} of {len(x_test)}")
 
-usage = [layer.memory_usage() for layer in (layer_1, layer_2)]
-original = sum(u["original_bytes"] for u in usage)
-quantized = sum(u["quantized_bytes"] for u in usage)
-int8_codes = layer_1.q_weight.nbytes + layer_2.q_weight.nbytes
-print(f"MLP parameters: float32 {original} bytes, int8 {quantized} bytes ({int8_codes} of int8 weight codes, "
-      f"the rest float32 scales and bias): {original / quantized:.2f}x smaller")
-wide = QuantizedLinear(rng.standard_normal((4096, 256)).astype(np.float32), np.zeros(256, dtype=np.float32))
-print(f"a (4096, 256) layer: float32 {wide.memory_usage()['original_bytes'] / 1e6:.2f} MB, "
-      f"int8 {wide.memory_usage()['quantized_bytes'] / 1e6:.2f} MB: {wide.memory_usage()['compression_ratio']:.2f}x smaller")
+    usage = [layer.memory_usage() for layer in (layer_1, layer_2)]
+    original = sum(u["original_bytes"] for u in usage)
+    quantized = sum(u["quantized_bytes"] for u in usage)
+    int8_codes = layer_1.q_weight.nbytes + layer_2.q_weight.nbytes
+    print(f"MLP parameters: float32 {original} bytes, int8 {quantized} bytes ({int8_codes} of int8 weight codes, "
+          f"the rest float32 scales and bias): {original / quantized:.2f}x smaller")
+    wide = QuantizedLinear(rng.standard_normal((4096, 256)).astype(np.float32), np.zeros(256, dtype=np.float32))
+    wide_usage = wide.memory_usage()
+    print(f"a (4096, 256) layer: float32 {wide_usage['original_bytes'] / 1e6:.2f} MB, "
+          f"int8 {wide_usage['quantized_bytes'] / 1e6:.2f} MB: {wide_usage['compression_ratio']:.2f}x smaller")
 
 # %% [markdown]
 # Per-channel scales and a float32 bias cost a few bytes per output channel, next to one byte
@@ -758,10 +785,10 @@ print(f"a (4096, 256) layer: float32 {wide.memory_usage()['original_bytes'] / 1e
 # %% [markdown]
 # ## Questions (written answers, graded by hand)
 #
-# **Q1 (2 points).** In the speed measurement above, numpy's `int32` matmul is much slower than
-# its `float32` matmul on the same codes. Why? On what kind of hardware does int8 arithmetic
-# make a matmul faster, and how could `quantized_matmul` get BLAS speed in numpy while staying
-# exact for any K? Use the numbers your notebook printed.
+# **Q1 (2 points).** In the speed measurement above, how did numpy's `int32` matmul compare
+# with its `float32` matmul on the same codes, and why? On what kind of hardware does int8
+# arithmetic make a matmul faster, and how could `quantized_matmul` get BLAS speed in numpy
+# while staying exact for any K? Use the numbers your notebook printed.
 
 # %% [markdown] nbgrader={"grade": true, "grade_id": "q03_integer_speed", "locked": false, "points": 2, "schema_version": 3, "solution": true}
 # numpy sends float32/float64 products to BLAS, which blocks for the caches, uses SIMD
@@ -770,8 +797,8 @@ print(f"a (4096, 256) layer: float32 {wide.memory_usage()['original_bytes'] / 1e
 # evidence). Int8 only pays off where the hardware has int8 dot-product instructions or units
 # (e.g. x86 VNNI, Arm SDOT/I8MM, GPU tensor cores) reached through a library that uses them,
 # which do several int8 multiply-adds per float32 one; and for memory-bound layers (small batch)
-# where moving a quarter of the bytes matters more than the arithmetic (the copy measurement:
-# int8 moved the same values several times faster). For exact BLAS speed in numpy: hold the
+# where moving a quarter of the bytes matters more than the arithmetic (the copy measurement
+# printed how much faster int8 moved the same values). For exact BLAS speed in numpy: hold the
 # codes in float32 and use float32 BLAS on chunks of K of at most 1040 (so every partial sum
 # stays below 2**24 and is exact), and add the chunk results in int32/int64 or float64; or use
 # float64 BLAS, exact up to 2**53.
@@ -794,11 +821,12 @@ print(f"a (4096, 256) layer: float32 {wide.memory_usage()['original_bytes'] / 1e
 
 # %% [markdown]
 # ## What you measured
-# - int8 codes take a quarter of the bytes of float32 weights and, in a memory-bound copy,
-#   moved faster by the ratio printed above (this machine's).
+# - int8 codes take a quarter of the bytes of float32 weights; the copy measurement printed
+#   how much time that saves on this machine when memory traffic is the limit.
 # - Rounding costs at most half a step per element; in a matmul the errors partly cancel, and
-#   per-channel scales keep one large channel from ruining the others.
+#   per-channel scales keep one large channel from ruining the others (the per-column errors
+#   printed above).
 # - int8 products must be summed in 32 bits: numpy's own `int8 @ int8` wraps silently.
-# - On this machine numpy's integer matmul is far slower than float32 BLAS, so int8 saves
-#   memory here, not time; float32 BLAS on int8 codes is exact only while partial sums stay
-#   below $2^{24}$.
+# - numpy has no BLAS routine for integer matmul: the speed cell printed how its int32 matmul
+#   compares with float32 BLAS here. Where it is slower, int8 saves memory in numpy, not time.
+#   float32 BLAS on int8 codes is exact only while partial sums stay below $2^{24}$.
