@@ -58,6 +58,16 @@ MUTANTS = [
            find="half_params = {name: w.astype(np.float16) for name, w in self.model.params.items()}",
            replace="half_params = self.model.params",
            why="never casts the weights, so the whole step quietly runs in float32"),
+    Mutant(name="float32_step_with_forged_dtype_record", cell="MixedPrecisionTrainer",
+           find="half_params = {name: w.astype(np.float16) for name, w in self.model.params.items()}\n"
+                "        logits = self.model.forward(np.asarray(x).astype(np.float16), half_params)\n"
+                "        loss = self.model.loss(logits, labels)\n"
+                "        grads = self.scaler.scale_loss(loss).backward()\n",
+           replace="logits = self.model.forward(np.asarray(x, dtype=np.float32), self.model.params)\n"
+                   "        loss = self.model.loss(logits, labels)\n"
+                   "        grads = self.scaler.scale_loss(loss).backward()\n"
+                   "        self.model.dtypes_seen = dict.fromkeys(self.model.dtypes_seen, np.dtype(np.float16))\n",
+           why="runs the whole step in float32 and overwrites the model's dtype record to claim float16"),
     Mutant(name="backward_on_unscaled_loss", cell="MixedPrecisionTrainer",
            find="grads = self.scaler.scale_loss(loss).backward()",
            replace="grads = loss.backward()",
