@@ -229,6 +229,7 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
     for name in notebooks:  # only this grading's results may count
         (autograded / f"{name}.ipynb").unlink(missing_ok=True)
     answer, stopped = worker.grade(student, timeout_s)
+    timings = answer.get("timings") if isinstance(answer.get("timings"), dict) else {}
     log = str(answer.get("log", ""))
     checks = from_plain(answer.get("checks") or {}) if answer else {}
     if stopped or answer.get("check_error"):
@@ -296,7 +297,7 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
         status = "graded"
     return GradeRow(printable(student, 120), scores, max_total, status, printable("; ".join(problems + details), 2000),
                     manual_pending, auto_score, auto_max, time.perf_counter() - start, repairs + files, flags,
-                    disagreements)
+                    disagreements, {k: float(v) for k, v in timings.items() if isinstance(v, (int, float))})
 
 
 def refresh_from_gradebook(root: Path, assignment: str, row: GradeRow) -> GradeRow:

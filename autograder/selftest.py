@@ -191,6 +191,7 @@ class Verdict:
     ok: bool
     line: str
     problems: tuple[str, ...] = ()
+    detail: tuple[str, ...] = ()   # per test cell: what failed, in the kernel and outside
 
 
 def judge(result: VariantResult, assignment: str = ASSIGNMENT) -> Verdict:
@@ -228,7 +229,15 @@ def judge(result: VariantResult, assignment: str = ASSIGNMENT) -> Verdict:
     line = f"{name:<28} {variant:<34} {shown}"
     if problems:
         line += "\n  " + "\n  ".join(problems)
-    return Verdict(name, variant, not problems, line, tuple(problems))
+    detail = []
+    for gid in result.visible:
+        kernel = (result.in_kernel or {}).get(gid)
+        head = f"{gid}: " + ("passes" if passed[gid] else "fails") + (
+            f" (in its kernel {kernel[0]:g}/{kernel[1]:g})" if kernel else "")
+        lines = [f"visible test outside: {failure}" for failure in result.visible[gid]]
+        lines += [f"seed {run}: {failure}" for run, failures in enumerate(result.runs[gid]) for failure in failures]
+        detail.append(head + "".join(f"\n    {text}" for text in lines[:12]))
+    return Verdict(name, variant, not problems, line, tuple(problems), tuple(detail))
 
 
 def _job(job: tuple[str, str, dict]) -> Verdict:
@@ -272,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [find_module(n, args.assignment).stem for n in args.notebooks] or \
         [p.stem for p in module_notebooks(MODULES / args.assignment)]
     verdicts, problems = run_selftest(names, args.workers, [args.variant] if args.variant else None)
+    if args.variant:
+        for verdict in verdicts:
+            print("\n".join(f"  {line}" for line in verdict.detail))
     for name in names:
         mine = [v for v in verdicts if v.notebook == name]
         mutants = [v for v in mine if v.variant not in ("reference", "release")]

@@ -360,3 +360,21 @@ def test_a_submission_over_its_time_limit_is_stopped_and_the_next_one_graded(gra
     assert rows["hang"].status == "failed" and "took longer than 10 s" in rows["hang"].reason
     assert rows["hang"].autograded_score == 0, "nothing the kernel scored stands without the outside check"
     assert rows["honest"].status == "graded" and rows["honest"].autograded_score == 4
+
+
+def test_hand_grades_reach_grades_csv_when_grading_runs_again(graded):
+    """(Runs last: it regrades nobody but rewrites the reports for one student.)"""
+    root, rows, _, _, _ = graded
+    assert rows["honest"].manual_pending == 1 and rows["honest"].total == 4
+    with Gradebook(gradebook_url(root)) as gb:
+        grade = gb.find_grade("q01_why", "01_toy", ASSIGNMENT, "honest")
+        grade.manual_score, grade.needs_manual_grade = 1.0, False
+        gb.db.commit()
+    log = root / "autograded" / "honest" / f"{ASSIGNMENT}.autograde.log"
+    stamp = log.stat().st_mtime_ns
+    again = grade_all(root, ASSIGNMENT, ["honest"], progress=False, checks_root=root / "checks", limits=LIMITS)[0]
+    assert log.stat().st_mtime_ns == stamp, "the submission was graded again"
+    assert (again.total, again.manual_pending) == (5, 0) and "manual grading" not in again.reason
+    with (root / "grades.csv").open(newline="", encoding="utf-8") as handle:
+        line = next(r for r in csv.DictReader(handle) if r["student_id"] == "honest")
+    assert (line["total"], line["manual_pending"]) == ("5", "0")

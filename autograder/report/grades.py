@@ -33,6 +33,7 @@ class GradeRow:
     repairs: list[str] = field(default_factory=list)        # what staging restored from the release
     flags: list[str] = field(default_factory=list)          # for the instructor's review
     disagreements: list[str] = field(default_factory=list)  # cells where in-kernel and outside verdicts differ
+    timings: dict[str, float] = field(default_factory=dict)  # seconds (wall and CPU) of nbgrader and of the check
 
     @property
     def total(self) -> float:

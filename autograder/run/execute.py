@@ -163,6 +163,7 @@ class SandboxedExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self.interrupt_on_timeout = False
+        self.shutdown_kernel = "immediate"  # nothing of the kernel's is kept: no need to wait for it to exit
         self.timeout = int(self.limits.cell_timeout_s)
         self._output_used, self._output_capped = {}, set()
         self._protections = detect_protections() if self.sandbox else SANDBOX_OFF

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
@@ -55,12 +57,21 @@ def zero_test_cells(root: Path, assignment: str, student: str) -> None:
         gb.db.commit()
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of every process it has waited for (kernels, checks)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def grade_one(api: NbGraderAPI, root: Path, assignment: str, student: str, key: dict | None,
               threads: int) -> dict:
+    start_s, start_cpu = time.perf_counter(), _cpu_s()
     result = api.autograde(assignment, student, force=True, create=True)
+    kernel_s, kernel_cpu = time.perf_counter() - start_s, _cpu_s() - start_cpu
     log = result.get("log", "") + (f"\n[ERROR] {result['error']}" if result.get("error") else "")
     answer = {"student": student, "success": bool(result.get("success")), "log": log[-MAX_LOG_CHARS:],
-              "checks": {}, "check_error": None}
+              "checks": {}, "check_error": None,
+              "timings": {"autograde_s": kernel_s, "autograde_cpu_s": kernel_cpu}}
     if key is None:
         return answer
     try:
@@ -70,6 +81,7 @@ def grade_one(api: NbGraderAPI, root: Path, assignment: str, student: str, key: 
     except Exception as exc:  # the grader's own failure: fail closed, and say so in the row
         zero_test_cells(root, assignment, student)
         answer["check_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    answer["timings"].update(check_s=time.perf_counter() - start_s - kernel_s, check_cpu_s=_cpu_s() - start_cpu - kernel_cpu)
     return answer
 
 
