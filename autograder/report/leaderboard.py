@@ -746,8 +746,11 @@ def render_page(boards: dict[str, list[Entry]], assignment: str, board: Board) -
              f"reported an integrity flag. <i>not ranked</i>: the kernel's structural tests did not score full "
              f"marks, or it is not implemented. <i>too slow</i>: fewer than {MIN_CALLS} scored calls fit in the "
              f"time budget.</p>",
-             "<p><b>Limits.</b> Scores of the reference solution moved by about 10 % between runs on a loaded "
-             "2-core machine: treat scores closer than that as ties. Code that runs inside the student's process "
+             "<p><b>Limits.</b> Measured on this project's 2-core machine while other jobs kept it busy (load "
+             "average 8 to 11), the reference solution's score moved between runs by 5 to 14 % (interquartile range "
+             "over the median; single runs up to a third apart): treat scores closer than about 15 % as ties, and "
+             "compare them with the reference's scores below, taken at the start and the end of this run. Code "
+             "that runs inside the student's process "
              "can still slip work into the baseline's time (by signal handlers or by replacing parts of that "
              "process's channel to the grader); that raises the score only until the baseline runs "
              f"{BUSY_LIMIT:.0%} slower than the reference's, when the run turns inconclusive. Code that finds the "
