@@ -184,7 +184,7 @@ class Benchmarks:
             return observe if name == "observe" else builtins.__import__(name, *args, **kwargs)
 
         namespace = {"__name__": "leaderboard_checks", "__builtins__": dict(vars(builtins), __import__=load_observe)}
-        exec(compile(source, "<leaderboard checks>", "exec"), namespace)  # the instructor's file, as the process runs it
+        exec(compile(source, "<leaderboard checks>", "exec"), namespace)  # the instructor's file, run as in the process
         return cls(source, namespace, seed)
 
     @property
@@ -671,7 +671,8 @@ def _csv_rows(boards: dict[str, list[Entry]]):
     for kernel, entries in boards.items():
         for e in entries:
             yield [kernel, e.rank or "", printable(e.student, 120), e.shown_as, e.status,
-                   "" if e.score is None else f"{100 * e.score:.2f}", "" if e.spread is None else f"{100 * e.spread:.1f}",
+                   "" if e.score is None else f"{100 * e.score:.2f}",
+                   "" if e.spread is None else f"{100 * e.spread:.1f}",
                    "" if e.kernel_s is None else f"{e.kernel_s:.6f}", e.detail, e.reason,
                    "" if e.baseline_s is None else f"{e.baseline_s:.6f}",
                    "" if e.kernel_wall_s is None else f"{e.kernel_wall_s:.6f}", e.calls, e.attempts]
