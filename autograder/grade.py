@@ -83,8 +83,8 @@ def grading_digest(root: Path, assignment: str, checks_root: Path):
     own outside-check code), hashed once per batch."""
     digest = folder_digest(root / "release" / assignment)
     digest.update(b"checks")
-    if (checks_root / assignment).is_dir():
-        folder_digest(checks_root / assignment, digest)
+    for path in sorted((checks_root / assignment).glob("[0-9][0-9]_*.py")):  # not the leaderboard's benchmarks
+        digest.update(path.name.encode() + path.read_bytes())
     for path in sorted((Path(__file__).parent / "check").glob("*.py")):
         digest.update(path.read_bytes())
     return digest

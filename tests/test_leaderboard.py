@@ -4,19 +4,15 @@ only students whose structural tests passed ranked, statuses people can read, a 
 
 No test asserts how fast anything runs: timings are synthetic, or only their kind is checked.
 Benchmarks run in real check processes on small inputs (``small_checks``), without the sandbox
-except in one test. Until ``autograder/check/runner.py`` answers ``clock`` requests itself,
-``clock_requests`` adds that to the runner for a test, the way the runner change proposed with this
-file does (``ClockMark``, ``_Attempt._clock``).
+except in one test.
 """
 from __future__ import annotations
 
 import base64
 import csv
 import itertools
-import os
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -27,7 +23,6 @@ from nbgrader.api import Gradebook
 
 import autograder.report.leaderboard as lb
 from autograder.check import runner
-from autograder.check.protocol import ProtocolError
 from autograder.course import REPO, STAGING
 from autograder.run.sandbox import detect_protections
 
@@ -57,65 +52,6 @@ CHUNKED = """\
         inner = SQRT_2_OVER_PI * (part + GELU_CUBIC * part * part * part)
         out[start:start + chunk_elems] = 0.5 * part * (1.0 + np.tanh(inner))
     return out"""
-
-
-# -- the runner's clock requests, as the proposed runner change adds them ---------------------------
-@dataclass(frozen=True)
-class ClockMark:
-    label: str
-    wall_ns: int
-    cpu_ns: int | None
-    main_ns: int | None
-    data: str = ""
-
-
-def _main_thread_cpu_ns(pid: int) -> int | None:
-    task = Path(f"/proc/{pid}/task/{pid}")
-    deadline = time.monotonic() + 0.002
-    try:
-        while (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R" and time.monotonic() < deadline:
-            os.sched_yield()
-        return int((task / "schedstat").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _clock(self, message: dict) -> None:
-    record = self._in_check()
-    wall = time.monotonic_ns()
-    number, label, data = message.get("request"), message.get("label"), message.get("data", "")
-    if type(number) is not int or type(label) is not str or len(label) > 32 or type(data) is not str \
-            or len(data) > 16384:
-        raise ProtocolError("malformed clock request")
-    if not hasattr(record, "clock"):
-        record.clock = []
-    if len(record.clock) >= 1024:
-        raise ProtocolError("too many clock requests")
-    pid = self.process.python_pid()
-    main = _main_thread_cpu_ns(pid)
-    try:
-        cpu = time.clock_gettime_ns((~pid << 3) | 2)
-    except OSError:
-        cpu = None
-    record.clock.append(ClockMark(label, wall, cpu, main, data))
-    self._reply(number)
-
-
-@pytest.fixture
-def clock_requests(monkeypatch):
-    """The runner answers ``clock`` requests (the real one once the runner change is in)."""
-    if hasattr(runner, "ClockMark"):
-        return
-    handle = runner._Attempt._handle
-
-    def _handle(self, message):
-        if message.get("kind") == "clock" and self.ready:
-            return self._clock(message)
-        return handle(self, message)
-
-    monkeypatch.setattr(runner, "ClockMark", ClockMark, raising=False)
-    monkeypatch.setattr(runner._Attempt, "_clock", _clock, raising=False)
-    monkeypatch.setattr(runner._Attempt, "_handle", _handle)
 
 
 # -- a small course -------------------------------------------------------------------------------
@@ -217,7 +153,7 @@ def sample(kernel: str, value: float = 1.0) -> str:
 
 
 def marks(kernel_ms, baseline_ms, between_ms=2.0, kernel="matmul_blocked", other_ms=(0.0, 0.0, 0.0),
-          verdicts=None) -> list[ClockMark]:
+          verdicts=None) -> list[runner.ClockMark]:
     """Clock readings of calls with these CPU milliseconds; ``other_ms`` of other threads per
     (kernel, baseline, between) window; results ``verdicts`` (default: the sample ``values``)."""
     result, cpu, main, wall = [], 0.0, 0.0, 0.0
@@ -225,7 +161,7 @@ def marks(kernel_ms, baseline_ms, between_ms=2.0, kernel="matmul_blocked", other
         verdict = verdicts[call] if verdicts else "ok:" + sample(kernel)
         for label, ms, other, data in (("kernel", k, other_ms[0], ""), ("baseline", b, other_ms[1], verdict),
                                        ("between", between_ms, other_ms[2], "")):
-            result.append(ClockMark(label, int(wall * 1e6), int(cpu * 1e6), int(main * 1e6), data))
+            result.append(runner.ClockMark(label, int(wall * 1e6), int(cpu * 1e6), int(main * 1e6), data))
             cpu, main, wall = cpu + ms + other, main + ms, wall + 3 * ms
     return result
 
@@ -304,13 +240,13 @@ def test_timing_requests_that_are_not_the_benchmarks_are_flagged(change):
     if change == "swap":
         found[4], found[5] = found[5], found[4]
     elif change == "extra":
-        found.insert(7, ClockMark("baseline", found[6].wall_ns, found[6].cpu_ns, found[6].main_ns))
+        found.insert(7, runner.ClockMark("baseline", found[6].wall_ns, found[6].cpu_ns, found[6].main_ns))
     elif change == "missing":
         del found[-1]
     elif change == "no cpu":
-        found[3] = ClockMark("kernel", found[3].wall_ns, None, None)
+        found[3] = runner.ClockMark("kernel", found[3].wall_ns, None, None)
     else:
-        found[3] = ClockMark("kernel", found[3].wall_ns, 0, 0)
+        found[3] = runner.ClockMark("kernel", found[3].wall_ns, 0, 0)
     with pytest.raises(lb.Suspicious):
         lb.read_timing("matmul_blocked", found, CONSTANTS, itertools.repeat(values("matmul_blocked")))
 
@@ -361,7 +297,6 @@ def test_ranking_orders_by_score_then_lists_the_rest_by_status():
 
 
 # -- the check in a real check process ---------------------------------------------------------------
-@pytest.mark.usefixtures("clock_requests")
 def test_a_correct_kernel_is_timed_by_the_grader_call_by_call(small_checks):
     outcome, entry = run_kernel("matmul_blocked", "return a @ b", small_checks)
     clock = outcome.steps[runner.check_step_id("matmul_blocked", 0)].clock
@@ -437,7 +372,6 @@ HOSTILE_MATMULS = {
 }
 
 
-@pytest.mark.usefixtures("clock_requests")
 @pytest.mark.parametrize("case", HOSTILE_MATMULS)
 def test_broken_or_gaming_kernels_are_never_ranked_and_say_why(small_checks, case):
     body, status, words = HOSTILE_MATMULS[case]
@@ -446,7 +380,6 @@ def test_broken_or_gaming_kernels_are_never_ranked_and_say_why(small_checks, cas
     assert entry.rank is None and (entry.score is None or status in ("flagged",))
 
 
-@pytest.mark.usefixtures("clock_requests")
 @pytest.mark.parametrize("body, status, words", [
     ("return 0.5 * x * (1.0 + np.tanh(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)))", "ranked", ""),
     ("x *= 0.5\nreturn x", "incorrect", "wrong values"),
@@ -463,7 +396,6 @@ def test_gelu_results_are_checked_in_the_timed_call(small_checks, body, status, 
 
 
 @pytest.mark.skipif(detect_protections().missing() != [], reason="; ".join(detect_protections().missing()))
-@pytest.mark.usefixtures("clock_requests")
 def test_in_the_full_sandbox_the_grader_reads_the_sandboxed_processs_cpu_time(small_checks):
     outcome, entry = run_kernel("matmul_blocked", BLOCKED, small_checks, sandbox=True)
     assert entry.status in ("ranked", "inconclusive") and entry.score > 0, entry
@@ -479,7 +411,6 @@ def files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-@pytest.mark.usefixtures("clock_requests")
 def test_a_class_board_ranks_only_correct_work_and_never_touches_grades(course, small_checks, monkeypatch):
     monkeypatch.setattr(lb, "CALIBRATION_RUNS", 1)
     monkeypatch.setattr(lb, "ATTEMPTS", 1)
@@ -513,7 +444,6 @@ def test_a_class_board_ranks_only_correct_work_and_never_touches_grades(course, 
     assert not [p for p in (root / "reports").iterdir() if p.name.startswith(".")], "temporary files left"
 
 
-@pytest.mark.usefixtures("clock_requests")
 def test_one_students_trouble_never_stops_the_board(course, small_checks, monkeypatch):
     root, add = course
     add("alice", {"matmul_blocked": BLOCKED, "gelu_chunked": None})
@@ -535,7 +465,6 @@ def test_one_students_trouble_never_stops_the_board(course, small_checks, monkey
     assert "the grader's own bug" in found["alice"].detail
 
 
-@pytest.mark.usefixtures("clock_requests")
 def test_a_failed_run_replaces_the_old_board_with_a_page_saying_so(course, small_checks):
     root, add = course
     add("alice", {"matmul_blocked": BLOCKED, "gelu_chunked": None})
@@ -551,16 +480,6 @@ def test_a_failed_run_replaces_the_old_board_with_a_page_saying_so(course, small
     assert "The last leaderboard run failed" in text and time.strftime("%Y-%m-%d") in text
     assert "reference solution calibrates the board" in text and "last week" not in text
     assert lb.main(["--root", str(root)]) == 1
-
-
-def test_without_clock_requests_in_the_runner_nothing_is_timed_and_the_page_says_why(course, small_checks,
-                                                                                      monkeypatch):
-    root, add = course
-    add("alice", {"matmul_blocked": BLOCKED, "gelu_chunked": None})
-    monkeypatch.delattr(runner, "ClockMark", raising=False)
-    with pytest.raises(lb.LeaderboardError, match="cannot time calls from outside"):
-        lb.build_leaderboard(root, ASSIGNMENT, checks_root=small_checks, sandbox=False)
-    assert "cannot time calls from outside" in (root / "reports" / "leaderboard.html").read_text()
 
 
 def test_the_gradebook_gate_reads_without_writing(course):

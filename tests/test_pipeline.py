@@ -155,7 +155,7 @@ def test_demo_produces_the_leaderboard_without_touching_grades(demo):
     folder, out = demo
     page = (folder / "reports" / "leaderboard.html").read_text()
     assert "Reference Rabbit" in page and "demo-reference" not in page, "the nickname replaces the id"
-    assert "demo-untouched" in page and "not run" in page
+    assert "demo-untouched" in page and "not ranked" in page
     assert (folder / "reports" / "leaderboard.png").stat().st_size > 1000
     assert re.search(r"^leaderboard matmul_blocked: ", out, re.M), out
     grades, gradebook = (folder / "grades.csv").read_bytes(), (folder / "gradebook.db").read_bytes()

@@ -16,7 +16,8 @@ process. Everything the process sends is the student's to write, so:
 - a process that cannot start (before it says ``ready``, so before any student code ran) is the
   grader's own failure and is tried once more in a fresh process;
 - the evidence of how values were computed (served arrays, peak memory, rendezvous) is recorded
-  here, never taken from the process.
+  here, never taken from the process; so are the times of ``clock`` requests and the process's
+  CPU time at each, which the leaderboard times kernels with.
 
 Nothing is scored here: ``judge.py`` compares outcomes with the answer key.
 """
@@ -72,6 +73,9 @@ CELL_KINDS, TEST_KINDS = ("given", "student"), ("visible", "check")
 START_TIMEOUT_S = 60.0
 RENDEZVOUS_TIMEOUT_S = 5.0
 MAX_FLAGS, FLAG_CHARS, ERROR_CHARS = 40, 200, 300
+MAX_CLOCK_MARKS, MAX_CLOCK_LABEL, MAX_CLOCK_DATA = 1024, 32, 16384  # per check run: at most 16 MiB
+CPUCLOCK_SCHED = 2          # Linux: a process's CPU-time clock id is (~pid << 3) | CPUCLOCK_SCHED
+MAIN_THREAD_WAIT_S = 0.002  # how long a clock reading waits for the main thread to stop running
 NO_SANDBOX = Protections(False, False, False, False, ("outside check run without the sandbox",))
 
 
@@ -86,6 +90,17 @@ class Step:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class ClockMark:
+    """What the grader read when a ``clock`` request arrived: its own clock and the process's CPU time."""
+
+    label: str               # the check's name for the moment (the process's to write)
+    wall_ns: int             # the grader's time.monotonic_ns()
+    cpu_ns: int | None       # CPU time of the whole process: every thread, live or exited
+    main_ns: int | None      # CPU time of its main thread, the one that runs the checks
+    data: str = ""           # what the check sent with it (the process's to write)
+
+
 @dataclass
 class StepResult:
     """How one step ended, and (for a check) what the grader recorded while it ran."""
@@ -97,6 +112,7 @@ class StepResult:
     served: list[ServedRecord] = field(default_factory=list)
     memory: dict[int, float | None] = field(default_factory=dict)   # window -> peak bytes over its start
     rendezvous: dict[int, int] = field(default_factory=dict)        # group -> most calls waiting at once
+    clock: list[ClockMark] = field(default_factory=list)            # clock requests, in order
 
 
 @dataclass
@@ -234,6 +250,27 @@ def _read_kib(pid: int, field_name: str) -> float | None:
     return None
 
 
+def process_cpu_ns(pid: int) -> int | None:
+    """CPU time of process ``pid`` in ns, all its threads, live or exited (``clock_getcpuclockid``)."""
+    try:
+        return time.clock_gettime_ns((~pid << 3) | CPUCLOCK_SCHED)
+    except OSError:
+        return None
+
+
+def main_thread_cpu_ns(pid: int) -> int | None:
+    """CPU time of process ``pid``'s main thread in ns, read once it has stopped running (it waits
+    for the grader's reply), so the kernel's count is up to date; None if it cannot be read."""
+    task = Path(f"/proc/{pid}/task/{pid}")
+    deadline = time.monotonic() + MAIN_THREAD_WAIT_S
+    try:
+        while (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R" and time.monotonic() < deadline:
+            os.sched_yield()
+        return int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class _Attempt:
     """One start of the check process, message by message, until it finishes, dies, hangs or
     breaks the protocol."""
@@ -330,6 +367,8 @@ class _Attempt:
             self._memory(message)
         elif kind == "rendezvous":
             self._rendezvous(message)
+        elif kind == "clock":
+            self._clock(message)
         elif kind == "flags":
             self._flags(message.get("flags"))
         elif kind == "finished":
@@ -448,6 +487,21 @@ class _Attempt:
             self._reply(number)
         else:
             raise ProtocolError("an unknown memory request")
+
+    def _clock(self, message: dict) -> None:
+        """Record the grader's clock and the process's CPU time now, then reply."""
+        record = self._in_check()
+        wall = time.monotonic_ns()
+        number, label, data = message.get("request"), message.get("label"), message.get("data", "")
+        if (type(number) is not int or type(label) is not str or len(label) > MAX_CLOCK_LABEL
+                or type(data) is not str or len(data) > MAX_CLOCK_DATA):
+            raise ProtocolError("malformed clock request")
+        if len(record.clock) >= MAX_CLOCK_MARKS:
+            raise ProtocolError("too many clock requests")
+        pid = self.process.python_pid()
+        main = main_thread_cpu_ns(pid)
+        record.clock.append(ClockMark(label, wall, process_cpu_ns(pid), main, data))
+        self._reply(number)
 
     def _rendezvous(self, message: dict) -> None:
         record = self._in_check()
