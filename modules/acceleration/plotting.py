@@ -61,17 +61,27 @@ def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
                   kernels: Mapping[str, tuple[float, float]], title: str | None = None):
     """Log-log roofline: min(peak, AI x bandwidth), and a point per kernel.
 
-    ``kernels`` maps a name to ``(arithmetic intensity in FLOP/byte, achieved GFLOP/s)``.
+    ``kernels`` maps a name to ``(arithmetic intensity in FLOP/byte, achieved GFLOP/s)``. The two
+    ceilings are measurements too: where a kernel beat one, the roof is drawn raised to the best
+    rate measured (the solid line, labelled so) over the measured roof (dashed), so that no point
+    sits above its roof unexplained.
     """
     intensities = [ai for ai, _ in kernels.values()]
-    ridge = peak_gflops / bandwidth_gbs
-    lo = min(intensities + [ridge]) / 4
-    hi = max(intensities + [ridge]) * 4
+    roof_peak = max([peak_gflops] + [rate for _, rate in kernels.values()])
+    roof_bandwidth = max([bandwidth_gbs] + [rate / ai for ai, rate in kernels.values() if ai > 0])
+    raised = roof_peak > peak_gflops or roof_bandwidth > bandwidth_gbs
+    ridge = roof_peak / roof_bandwidth
+    lo = min(intensities + [ridge, peak_gflops / bandwidth_gbs]) / 4
+    hi = max(intensities + [ridge, peak_gflops / bandwidth_gbs]) * 4
     ai = np.logspace(np.log10(lo), np.log10(hi), 200)
     fig, ax = plt.subplots(figsize=(9.0, 4.4))
-    ax.plot(ai, np.minimum(peak_gflops, ai * bandwidth_gbs), color="black",
-            label=f"roof: {bandwidth_gbs:.1f} GB/s, {peak_gflops:.0f} GFLOP/s")
+    ax.plot(ai, np.minimum(roof_peak, ai * roof_bandwidth), color="black",
+            label=f"roof: {roof_bandwidth:.1f} GB/s, {roof_peak:.0f} GFLOP/s"
+                  + (" (raised to the best rates measured)" if raised else ""))
     ax.axvline(ridge, color="gray", linestyle=":", label=f"ridge point {ridge:.1f} FLOP/byte")
+    if raised:
+        ax.plot(ai, np.minimum(peak_gflops, ai * bandwidth_gbs), color="black", linestyle="--", alpha=0.5,
+                label=f"ceilings as measured: {bandwidth_gbs:.1f} GB/s, {peak_gflops:.0f} GFLOP/s")
     for name, (x, y) in kernels.items():
         ax.plot([x], [y], marker="o", linestyle="none", label=name)
     ax.set_xscale("log")

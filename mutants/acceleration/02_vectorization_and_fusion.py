@@ -33,6 +33,13 @@ MUTANTS = [
     Mutant(name="parallel_one_thread", cell="parallel_relu",
            find="ThreadPoolExecutor(max_workers=num_workers)", replace="ThreadPoolExecutor(max_workers=1)",
            why="the chunks run one after another on a single worker thread"),
+    Mutant(name="parallel_waits_for_each_chunk", cell="parallel_relu",
+           find="futures = [pool.submit(relu_chunk, start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]",
+           replace=("futures = []\n"
+                    "        for start, stop in zip(bounds[:-1], bounds[1:]):\n"
+                    "            futures.append(pool.submit(relu_chunk, start, stop))\n"
+                    "            futures[-1].result()"),
+           why="waits for each chunk's result before submitting the next: a pool of threads, one chunk at a time"),
     Mutant(name="parallel_ignores_num_workers", cell="parallel_relu",
            find="min(num_workers, flat.size)", replace="min(4, flat.size)",
            why="always splits into 4 chunks whatever num_workers says"),
