@@ -71,7 +71,7 @@ exec(compile(request['process'], '<check-process>', 'exec'),
 """
 CELL_KINDS, TEST_KINDS = ("given", "student"), ("visible", "check")
 START_TIMEOUT_S = 60.0
-RENDEZVOUS_TIMEOUT_S = 5.0
+RENDEZVOUS_TIMEOUT_S = 2.0
 MAX_FLAGS, FLAG_CHARS, ERROR_CHARS = 40, 200, 300
 MAX_CLOCK_MARKS, MAX_CLOCK_LABEL, MAX_CLOCK_DATA = 1024, 32, 16384  # per check run: at most 16 MiB
 CPUCLOCK_SCHED = 2          # Linux: a process's CPU-time clock id is (~pid << 3) | CPUCLOCK_SCHED

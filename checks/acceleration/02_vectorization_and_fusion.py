@@ -16,17 +16,11 @@ The two memory measures see different things and both must pass: tracemalloc cou
 call allocates (even a full-size buffer of which only one chunk is ever written), resident memory
 the pages it touches, read by the grader where student code cannot change it.
 """
-import ctypes
-
 import numpy as np
 from observe import close, memory_evidence, peak_memory, raises_naming, rendezvous, rendezvous_evidence, same
 
 MEMORY_SLACK_BYTES = 2 * 2**20   # page rounding, allocator and tracemalloc bookkeeping
 DEFAULT_CHUNK_ELEMS = 262144     # gelu_chunked's documented default
-try:  # glibc: bound before student code runs
-    _malloc_trim = ctypes.CDLL(None).malloc_trim
-except (OSError, AttributeError):
-    _malloc_trim = None
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -82,15 +76,6 @@ def _real(value):
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         return float(value)
     return value
-
-
-def _peak_memory(function, *args, **kwargs):
-    """``observe.peak_memory`` after handing free heap pages back to the kernel: malloc serves a
-    large array from free heap space before it maps fresh pages, so a heap left large by earlier
-    calls would hide the allocations made in the window."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-    return peak_memory(function, *args, **kwargs)
 
 
 def _dims(rng, low=1, high=9, size=3):
@@ -192,7 +177,7 @@ def t02_relu_vectorized(ns, rng):
 
     # several MB: the result's own pages are measured exactly, per-element objects take many times more
     x = _uniform(rng, int(rng.integers(1_000_000, 1_250_001)))
-    (got, extra_bytes, _), window = _peak_memory(ns["traced_call"], relu, x)
+    (got, extra_bytes, _), window = peak_memory(ns["traced_call"], relu, x)
     observed["large input: values"] = same(np.asarray(got)[_sample(x.size, rng)] if _is_array(got) else None)
     observed["large input: at most 1.5 x input traced beyond the result"] = same(
         bool(extra_bytes <= 1.5 * x.nbytes + 65536))
@@ -351,7 +336,7 @@ def t02_gelu_inplace_memory(ns, rng):
     for number, (case, x) in enumerate(large + small):
         x_before = x.copy()
         if number < len(large):
-            (got, extra_bytes, _), window = _peak_memory(traced, inplace, x)
+            (got, extra_bytes, _), window = peak_memory(traced, inplace, x)
             observed[f"{case}: peak memory beyond the output under half the input"] = memory_evidence(
                 window, 0.5 * x.nbytes, minus_bytes=x.nbytes)
         else:
@@ -372,7 +357,7 @@ def _check_chunked(ns, case, x, chunk, rng, observed, measure_memory=False):
     chunk = DEFAULT_CHUNK_ELEMS if chunk is None else chunk
     x_before = x.copy()
     if measure_memory:
-        (got, extra_bytes, tanh_sizes), window = _peak_memory(ns["traced_call"], ns["gelu_chunked"], x, **kwargs)
+        (got, extra_bytes, tanh_sizes), window = peak_memory(ns["traced_call"], ns["gelu_chunked"], x, **kwargs)
         observed[f"{case}: peak memory beyond the output a few chunks"] = memory_evidence(
             window, 3 * chunk * x.itemsize + MEMORY_SLACK_BYTES, minus_bytes=x.nbytes)
     else:

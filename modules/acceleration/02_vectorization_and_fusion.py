@@ -393,7 +393,7 @@ def check_chunks(shape, num_workers):
     x = (np.arange(size) - size // 2).astype(np.float32).reshape(shape)
     expected = max(1, min(num_workers, size))
     # the timeout only stops chunks run one after another from hanging; passing needs no clock
-    result, calls, all_met = record_relu_chunks(x, num_workers, threading.Barrier(expected, timeout=5))
+    result, calls, all_met = record_relu_chunks(x, num_workers, threading.Barrier(expected, timeout=2))
     np.testing.assert_array_equal(result, np.maximum(x, 0), err_msg=f"wrong ReLU for shape {shape}")
     assert len(calls) == expected, (f"shape {shape}, num_workers={num_workers}: vectorized_relu called "
                                     f"{len(calls)} times, expected {expected} chunks")
