@@ -31,6 +31,8 @@ import os
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -52,22 +54,53 @@ from autograder.run.sandbox import (Limits, Protections, RunArea, allowed_enviro
 HERE = Path(__file__).resolve().parent
 PROCESS, OBSERVE, PROTOCOL = HERE / "process.py", HERE / "observe.py", HERE / "protocol.py"
 CHECKS_ROOT = REPO / "checks"
-BOOTSTRAP = """
+READ_FRAME = """
 import os, struct, json, sys, types
-def _read(n):
+def _read(fd, n):
     data = b''
     while len(data) < n:
-        chunk = os.read(0, n - len(data))
+        chunk = os.read(fd, n - len(data))
         if not chunk:
             raise SystemExit(3)
         data += chunk
     return data
-request = json.loads(_read(struct.unpack('>I', _read(4))[0]))
-protocol = types.ModuleType('acclab_protocol')
-exec(compile(request['protocol'], '<protocol>', 'exec'), vars(protocol))
-sys.modules['acclab_protocol'] = protocol
-exec(compile(request['process'], '<check-process>', 'exec'),
-     {'__name__': 'check_process', 'REQUEST': request, 'READER': protocol.FrameReader(0)})
+def read_frame(fd):
+    return json.loads(_read(fd, struct.unpack('>I', _read(fd, 4))[0]))
+def start_check_process():
+    request = read_frame(0)
+    protocol = types.ModuleType('acclab_protocol')
+    exec(compile(request['protocol'], '<protocol>', 'exec'), vars(protocol))
+    sys.modules['acclab_protocol'] = protocol
+    exec(compile(request['process'], '<check-process>', 'exec'),
+         {'__name__': 'check_process', 'REQUEST': request, 'READER': protocol.FrameReader(0)})
+"""
+# A check process of its own: read the request on stdin, run it.
+BOOTSTRAP = READ_FRAME + "start_check_process()\n"
+# A warm host: import what every check process needs, then fork one per start, each talking over the
+# socket the grader passed with the request to fork (SCM_RIGHTS on the control socket, stdin).
+ZYGOTE_BOOTSTRAP = READ_FRAME + """
+import signal, socket
+import numpy, numpy.testing
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+control = socket.socket(fileno=0)
+control.sendall(b'ready')
+while True:
+    message, fds, _, _ = socket.recv_fds(control, 16, 1)
+    if not message or not fds:
+        os._exit(0)
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        os.dup2(fds[0], 0)
+        os.dup2(fds[0], 1)
+        os.close(fds[0])
+        start_check_process()
+        os._exit(0)
+    os.close(fds[0])
+    control.sendall(struct.pack('>I', child))
 """
 CELL_KINDS, TEST_KINDS = ("given", "student"), ("visible", "check")
 START_TIMEOUT_S = 60.0
@@ -190,12 +223,10 @@ def check_steps(nb: nbformat.NotebookNode, checks: list[str], batch_seed: int, r
 class _CheckProcess:
     """One start of the check process: frames in, replies out, both with deadlines."""
 
-    def __init__(self, command: list[str], env: dict, area: RunArea, request: dict, deadline: float):
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, cwd=area.work, env=env, start_new_session=True)
-        self.stdin = self.proc.stdin.fileno()
+    def __init__(self, channel_in: int, channel_out: int, request: dict, deadline: float):
+        self.stdin = channel_in
         fcntl.fcntl(self.stdin, fcntl.F_SETFL, fcntl.fcntl(self.stdin, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self.reader = FrameReader(self.proc.stdout.fileno())
+        self.reader = FrameReader(channel_out)
         self.send(request, deadline)
 
     def send(self, message: dict, deadline: float) -> None:
@@ -215,14 +246,20 @@ class _CheckProcess:
             except (BrokenPipeError, ConnectionResetError):
                 raise Ended() from None
 
+
+class _ColdProcess(_CheckProcess):
+    """A check process started for itself: the launcher, Python, its imports."""
+
+    def __init__(self, command: list[str], env: dict, area: RunArea, request: dict, deadline: float):
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, cwd=area.work, env=env, start_new_session=True)
+        super().__init__(self.proc.stdin.fileno(), self.proc.stdout.fileno(), request, deadline)
+
     def python_pid(self) -> int:
         """The process id (in the grader's namespace) of the Python running in the sandbox: the
         launcher's child when the sandbox gives it its own process ids, else the launcher."""
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        except OSError:
-            children = []
-        return int(children[0]) if children else self.proc.pid
+        children = _children(self.proc.pid)
+        return children[0] if children else self.proc.pid
 
     def stop(self, uid: int | None) -> None:
         if self.proc.poll() is None:
@@ -238,6 +275,105 @@ class _CheckProcess:
                 stream.close()
             except OSError:
                 pass
+
+
+class _WarmProcess(_CheckProcess):
+    """A check process forked by a ``_Zygote``: the imports were paid once."""
+
+    def __init__(self, zygote: "_Zygote", request: dict, deadline: float):
+        self.zygote = zygote
+        self.socket, self.pid = zygote.fork(deadline)
+        super().__init__(self.socket.fileno(), self.socket.fileno(), request, deadline)
+
+    def python_pid(self) -> int:
+        return self.pid
+
+    def stop(self, uid: int | None) -> None:
+        self.zygote.kill_all_but_itself(self.pid)
+        self.socket.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+class _Zygote:
+    """A check process host in the sandbox that imported NumPy and IPython once and forks a check
+    process for each start. It serves one submission (or one selftest worker): its children are
+    all that submission's, so none can reach another student's."""
+
+    def __init__(self, command: list[str], env: dict, area: RunArea, uid: int | None, deadline: float):
+        self.uid = uid
+        self.control, theirs = socket.socketpair()
+        self.proc = subprocess.Popen(command, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, cwd=area.work,
+                                     env=env, start_new_session=True)
+        theirs.close()
+        self.control.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            ready = self.control.recv(5)
+        except OSError:
+            ready = b""
+        if ready != b"ready":
+            self.close()
+            raise Ended()
+        children = _children(self.proc.pid)
+        self.host_pid = children[0] if children else self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and Path(f"/proc/{self.host_pid}").exists()
+
+    def fork(self, deadline: float) -> tuple[socket.socket, int]:
+        """A new check process and the socket to talk to it; ``Ended`` if the zygote is gone."""
+        ours, theirs = socket.socketpair()
+        try:
+            before = set(_children(self.host_pid))
+            self.control.settimeout(max(0.1, deadline - time.monotonic()))
+            socket.send_fds(self.control, [b"f"], [theirs.fileno()])
+            answer = self.control.recv(4)
+        except OSError:
+            ours.close()
+            raise Ended() from None
+        finally:
+            theirs.close()
+        if len(answer) != 4:
+            ours.close()
+            raise Ended()
+        new = [pid for pid in _children(self.host_pid) if pid not in before]
+        return ours, (new[0] if new else struct.unpack(">I", answer)[0])
+
+    def kill_all_but_itself(self, pid: int) -> None:
+        """Kill a finished check process and anything else of the sandbox user, sparing the zygote."""
+        spare = {self.proc.pid, self.host_pid}
+        targets = {pid}
+        if self.uid is not None:
+            for entry in Path("/proc").iterdir():
+                try:
+                    if entry.name.isdigit() and entry.stat().st_uid == self.uid and int(entry.name) not in spare:
+                        targets.add(int(entry.name))
+                except OSError:
+                    continue
+        for target in targets - spare:
+            try:
+                os.kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        try:
+            self.control.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.uid is not None:
+            kill_user_processes(self.uid)
+        self.proc.wait()
 
 
 def _read_kib(pid: int, field_name: str) -> float | None:
@@ -523,56 +659,93 @@ class _Attempt:
 
 
 # -- running a whole check ------------------------------------------------------------------
+class CheckHost:
+    """Where check processes start: a run area, a sandbox user, and (``warm``) a zygote that has
+    imported what every check process needs and forks one per start. Use it as a context manager
+    around the checks of one submission (or one selftest worker); a cold host starts each check
+    process for itself."""
+
+    def __init__(self, helpers: list[Path], *, sandbox: bool = True, course_root: Path | None = None,
+                 scratch_root: Path | None = None, limits: Limits = Limits(), threads: int = 1,
+                 env: dict[str, str] | None = None, warm: bool = True):
+        self.helpers, self.course_root, self.limits, self.threads = helpers, course_root, limits, threads
+        self.protections = detect_protections() if sandbox else NO_SANDBOX
+        self.scratch_root, self.extra_env, self.warm = scratch_root, env or {}, warm
+        self.zygote: _Zygote | None = None
+
+    def __enter__(self) -> "CheckHost":
+        self._temporary = None
+        if self.scratch_root is None:
+            self._temporary = self.scratch_root = Path(tempfile.mkdtemp(prefix="acclab-check-"))
+        self._uid_claim = claim_sandbox_uid() if self.protections.separate_user else nullcontext()
+        self.uid = self._uid_claim.__enter__()
+        self.area = make_run_area(self.scratch_root, self.helpers, self.uid, self.limits, self.protections)
+        hide = hidden_paths(*(p for p in (self.course_root, REPO) if p is not None))
+        self.prefix = launcher_prefix(self.area, self.uid, hide, self.limits, self.protections, stdio="pipes")
+        self.env = allowed_environment(self.area, self.threads, MPLBACKEND="Agg", **self.extra_env)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+        remove_run_area(self.area)
+        self._uid_claim.__exit__(*exc)
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+
+    def start(self, request: dict, deadline: float, cold: bool = False) -> _CheckProcess:
+        """A check process given ``request``: forked by the zygote when warm (started first if
+        needed), else started for itself. ``OSError``, ``Ended`` or ``TimedOut`` if it cannot start."""
+        if self.warm and not cold:
+            if self.zygote is None or not self.zygote.alive():
+                if self.zygote is not None:
+                    self.zygote.close()
+                self.zygote = None
+                self.zygote = _Zygote([*self.prefix, sys.executable, "-I", "-c", ZYGOTE_BOOTSTRAP], self.env,
+                                      self.area, self.uid, deadline)
+            return _WarmProcess(self.zygote, request, deadline)
+        return _ColdProcess([*self.prefix, sys.executable, "-I", "-c", BOOTSTRAP], self.env, self.area, request,
+                            deadline)
+
+
 def run_checks(nb: nbformat.NotebookNode, checks_source: str, batch_seed: int, helpers: list[Path],
                released: nbformat.NotebookNode | None = None, *, runs: int = 1, sandbox: bool = True,
                course_root: Path | None = None, scratch_root: Path | None = None, limits: Limits = Limits(),
-               threads: int = 1, only: list[str] | None = None, env: dict[str, str] | None = None) -> Outcome:
+               threads: int = 1, only: list[str] | None = None, env: dict[str, str] | None = None,
+               host: CheckHost | None = None) -> Outcome:
     """Run the outside check of ``nb`` (see the module docstring) and return what it produced.
 
     ``helpers`` are the release's helper modules (importable, read-only, in the process);
-    ``runs`` checks per test cell, each with its own derived seed; ``scratch_root`` holds the run
-    area (a temporary folder by default); ``only`` runs these checks instead of the test cells'.
+    ``runs`` checks per test cell, each with its own derived seed; ``only`` runs these checks
+    instead of the test cells'. ``host`` (a ``CheckHost`` already entered) starts the processes;
+    without one, a cold host for this call alone is made from the other arguments.
     """
     steps = check_steps(nb, check_names(checks_source), batch_seed, runs, released, only)
-    protections = detect_protections() if sandbox else NO_SANDBOX
     outcome = Outcome()
-    temporary = None
-    if scratch_root is None:
-        temporary = scratch_root = Path(tempfile.mkdtemp(prefix="acclab-check-"))
-    try:
-        with claim_sandbox_uid() if protections.separate_user else nullcontext() as uid:
-            area = make_run_area(scratch_root, helpers, uid, limits, protections)
-            try:
-                _run(steps, checks_source, area, uid, protections, course_root, limits, threads, env or {},
-                     outcome, runs)
-            finally:
-                remove_run_area(area)
-    finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
+    if host is None:
+        with CheckHost(helpers, sandbox=sandbox, course_root=course_root, scratch_root=scratch_root, limits=limits,
+                       threads=threads, env=env, warm=False) as own:
+            _run(steps, checks_source, own, outcome, runs)
+    else:
+        _run(steps, checks_source, host, outcome, runs)
     return outcome
 
 
-def _run(steps: list[Step], checks_source: str, area: RunArea, uid: int | None, protections: Protections,
-         course_root: Path | None, limits: Limits, threads: int, extra_env: dict, outcome: Outcome,
-         runs: int) -> None:
-    hide = hidden_paths(*(p for p in (course_root, REPO) if p is not None))
-    command = [*launcher_prefix(area, uid, hide, limits, protections, stdio="pipes"),
-               sys.executable, "-I", "-c", BOOTSTRAP]
-    env = allowed_environment(area, threads, MPLBACKEND="Agg", **extra_env)
+def _run(steps: list[Step], checks_source: str, host: CheckHost, outcome: Outcome, runs: int) -> None:
     by_id = {step.id: step for step in steps}
     texts = {"process": PROCESS.read_text(), "observe": OBSERVE.read_text(), "protocol": PROTOCOL.read_text()}
+    limits = host.limits
     deadline = time.monotonic() + limits.check_timeout_s * max(1, runs)
     skip: set[str] = set()
     retried = False
     while True:
-        request = {**texts, "checks": checks_source, "helpers": str(area.helpers), "work": str(area.work),
+        request = {**texts, "checks": checks_source, "helpers": str(host.area.helpers), "work": str(host.area.work),
                    "skip": sorted(skip),
                    "steps": [{"id": s.id, "kind": s.kind, "source": s.source, "check": s.check, "seed": s.seed}
                              for s in steps]}
         attempt = _Attempt(by_id, outcome, limits, deadline)
-        try:
-            process = _CheckProcess(command, env, area, request, min(deadline, time.monotonic() + START_TIMEOUT_S))
+        try:  # a retry starts a process of its own: the zygote may be what failed
+            process = host.start(request, min(deadline, time.monotonic() + START_TIMEOUT_S), cold=retried)
         except (OSError, Ended, TimedOut) as exc:
             status, where = "start failed", f"{type(exc).__name__}"
             process = None
@@ -580,7 +753,7 @@ def _run(steps: list[Step], checks_source: str, area: RunArea, uid: int | None, 
             try:
                 status, where = attempt.run(process)
             finally:
-                process.stop(uid)
+                process.stop(host.uid)
         if status == "finished":
             break
         if status == "start failed":
