@@ -14,6 +14,7 @@ export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv source release collect autograde feedback leaderboard html demo test selftest bench bench-grading clean
+.PHONY: test-browser
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +55,12 @@ demo: release  ## the main job: grade three sample submissions under demo/ and p
 
 test: $(STAMP)  ## the test suite (what CI runs)
 	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not slow"
+
+test-browser: release  ## [SCREENSHOTS=dir] the release in JupyterLab and the rendered pages in headless Chromium (installs Debian's chromium if missing)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { test "$$(id -u)" = 0 \
+	  || { echo "make test-browser needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+	$(PY) -m pytest tests/browser -m browser --confcutdir=tests/browser -v
 
 selftest: $(STAMP)  ## [NOTEBOOK=01 [VARIANT=name]] the authoring check: checks and mutants complete, reference full marks, release zero, every mutant caught under 5 seeds
 	$(PY) -m autograder.selftest $(NOTEBOOK) $(if $(VARIANT),--variant $(VARIANT))

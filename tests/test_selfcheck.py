@@ -1,7 +1,8 @@
 """selfcheck.py run as a student runs it, in a copy of a freshly built release.
 
 Each executed run is one module fixture (03_quantization, the quickest notebook to run) that
-several tests read, so the module executes a notebook three times in all.
+several tests read, so the module executes a notebook three times in all, plus two one-cell
+notebooks that save and load measurements the way notebooks 01 and 02 do.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.build import build_release, find_leaks, module_notebooks, nbgrader_meta, protected_lines, REPO
+from autograder.build.release import build_release, find_leaks, protected_lines
+from autograder.build.source import module_notebooks
+from autograder.course import REPO, nbgrader_meta
 from autograder.demo import fill_solutions
 
 pytestmark = pytest.mark.xdist_group("selfcheck")
@@ -188,8 +191,7 @@ def test_manifest_lists_released_cells_and_no_solution_or_hidden_test_text(cours
             assert set(entry) == {"grade_id", "cell_type", "solution", "grade", "locked", "points", "checksum"}
             assert entry["cell_type"] == cell.cell_type
             assert entry["checksum"] == (nbgrader_meta(cell)["checksum"] if entry["locked"] else None)
-        instructor = protected_lines(nbformat.read(course / "source" / ASSIGNMENT / name, as_version=4),
-                                     min_length=12)
+        instructor = protected_lines(nbformat.read(course / "source" / ASSIGNMENT / name, as_version=4))
         assert instructor and not [line for line in instructor if line in manifest_text]
     assert find_leaks(course / "source" / ASSIGNMENT, release) == []
 
@@ -198,3 +200,45 @@ def test_selfcheck_ships_as_a_helper_and_is_not_a_notebook_source(course):
     assert REPO / "modules" / ASSIGNMENT / "selfcheck.py" not in module_notebooks(REPO / "modules" / ASSIGNMENT)
     for folder in ("source", "release"):
         assert (course / folder / ASSIGNMENT / "selfcheck.py").is_file()
+
+
+def test_a_python_without_nbgrader_gets_one_line_saying_what_to_install(course, tmp_path):
+    """``-I -S``: no site-packages, so nbformat and nbgrader cannot be imported (the standard library can)."""
+    folder = student_copy(course, tmp_path / ASSIGNMENT)
+    result = subprocess.run([sys.executable, "-I", "-S", "selfcheck.py"], cwd=folder, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfcheck: error: ") and "Traceback" not in result.stderr, lines
+    assert "nbformat" in lines[0] and "python -m pip install nbgrader" in lines[0], lines
+
+
+SAVES = """import benchmarking
+benchmarking.save_measurements("01_loops_and_blocking", [{"kernel": "grading size", "time_s": 1.0}])"""
+LOADS = """import benchmarking
+loaded = benchmarking.load_measurements("01_loops_and_blocking")
+assert loaded == EXPECTED, loaded"""
+
+
+def one_cell_notebook(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_selfcheck_never_overwrites_the_students_measurements(course, tmp_path):
+    """selfcheck.py runs notebooks as nbgrader validates them (NBGRADER_EXECUTION=validate): what a
+    notebook saves then goes elsewhere, and a later notebook still plots the student's own."""
+    folder = student_copy(course, tmp_path / ASSIGNMENT)
+    mine = [{"kernel": "BLAS", "m": 1024, "k": 1024, "n": 1024, "time_s": 0.02}]
+    saved = folder / "measurements" / "01_loops_and_blocking.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps(mine))
+    before = saved.read_bytes()
+    one_cell_notebook(folder / "saves.ipynb", SAVES)
+    one_cell_notebook(folder / "loads.ipynb", f"EXPECTED = {mine!r}\n" + LOADS)
+    result = selfcheck(folder, "saves.ipynb", "loads.ipynb")
+    assert "raises" not in result.stdout, result.stdout + result.stderr
+    assert saved.read_bytes() == before, "a validation run replaced the student's measurements"
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["01_loops_and_blocking.json"]

@@ -1,6 +1,7 @@
 """Render the course to ``site/``: reference notebooks executed, student notebooks as released.
 
-``site/index.html`` links every page and says how long each reference notebook took to run.
+``site/index.html`` links every page and says how long each reference notebook took to run. Every
+page is a self-contained file that reads offline (``autograder.report.html``).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from nbconvert import HTMLExporter
 
 from autograder.build.source import BuildError
 from autograder.course import QUIET_KERNEL, course_arguments, ipc_kernel_manager, tool_environment
+from autograder.report.html import html_exporter
 
 
 def execute_in_order(notebooks: list[Path], graded_sizes: bool) -> list[tuple[nbformat.NotebookNode, float]]:
@@ -55,7 +56,7 @@ def render_site(root: Path, assignment: str, graded_sizes: bool = False) -> Path
     notebooks = sorted(source_dir.glob("*.ipynb"))
     if not notebooks or not release_dir.is_dir():
         raise BuildError(f"nothing to render: run 'make release' first ({source_dir}, {release_dir})")
-    exporter = HTMLExporter(template_name="lab")
+    exporter = html_exporter()
     site = root / "site"
     for sub in ("reference", "student"):
         shutil.rmtree(site / sub, ignore_errors=True)

@@ -12,11 +12,12 @@ deleted, duplicated, retyped or edited since the release, and whether it is read
 Only the visible tests run here: hidden tests are added when your work is graded.
 
 Exit status: 0 every notebook is ready to submit, 1 problems found, 2 a file is missing or is
-not a notebook.
+not a notebook, or this Python lacks nbgrader.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -24,11 +25,19 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-from jupyter_client.kernelspec import NoSuchKernel
-from nbclient.exceptions import DeadKernelError
-from nbgrader import utils
-from nbgrader.preprocessors import ClearOutput, Execute
+# Checked before importing them, so that a Python without them gets one line saying what to do.
+REQUIRED = ("nbformat", "nbclient", "jupyter_client", "nbgrader")
+if missing := [name for name in REQUIRED if importlib.util.find_spec(name) is None]:
+    print(f"selfcheck: error: this Python ({sys.executable}) lacks {', '.join(missing)}; install nbgrader, "
+          f"which brings them, with: python -m pip install nbgrader (or run selfcheck.py with the Python "
+          f"that runs your JupyterLab)", file=sys.stderr)
+    sys.exit(2)
+
+import nbformat  # noqa: E402
+from jupyter_client.kernelspec import NoSuchKernel  # noqa: E402
+from nbclient.exceptions import DeadKernelError  # noqa: E402
+from nbgrader import utils  # noqa: E402
+from nbgrader.preprocessors import ClearOutput, Execute  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MANIFEST_NAME = "selfcheck_manifest.json"
@@ -352,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Check notebooks before submitting: tasks not done, failing visible tests, "
                     "deleted/duplicated/retyped/edited graded cells.",
         epilog=f"{HIDDEN_TESTS_NOTE}\nExit status: 0 ready to submit, 1 problems found, "
-               f"2 a file is missing or not a notebook.")
+               f"2 a file is missing or not a notebook, or nbgrader is not installed.")
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to check (default: every notebook of the assignment in this folder)")
     parser.add_argument("--timeout", type=int, default=60, metavar="SECONDS",
