@@ -58,6 +58,7 @@ COVERED_BY = {
     "jupyter lab": "tests/test_docs.py::test_student_install_provides_every_import_and_jupyter_lab",
     "cd acceleration": "tests/test_selfcheck.py::test_selfcheck_ships_as_a_helper_and_is_not_a_notebook_source",
     "python selfcheck.py": "tests/test_selfcheck.py::test_reference_solutions_are_ready_to_submit",
+    "python start_lab.py": "tests/browser/test_release_in_browser.py::test_instructor_tools_are_hidden_and_validate_is_there",
 }
 
 

@@ -27,11 +27,12 @@ from tqdm import tqdm
 from autograder.check.runner import CHECKS_ROOT
 from autograder.course import (REPO, course_arguments, discover_students, gradebook_url, is_autograded_test,
                                nbgrader_meta, printable, tool_environment)
+from autograder.report.html import html_exporter
 from autograder.run.execute import METADATA_KEY
 
 MESSAGE_CHARS = 400          # a failing test's message, as shown
 TEXT_CELL_CHARS = 50_000     # a cell's text or output, as shown
-STUDENT_TIMEOUT_S = 120.0
+STUDENT_TIMEOUT_S = 300.0
 NOT_IMPLEMENTED = "not implemented yet: this task still raises NotImplementedError"
 
 
@@ -151,9 +152,7 @@ def check_no_hidden_cases(nb: nbformat.NotebookNode, hidden: set[str]) -> None:
 
 def write_feedback(root: Path, assignment: str, student: str) -> list[Path]:
     """Write one HTML file per autograded notebook of ``student``; returns the files written."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="lab")
+    exporter = html_exporter()
     release = root / "release" / assignment
     hidden = check_lines(assignment, root)
     autograded_dir = root / "autograded" / student / assignment
