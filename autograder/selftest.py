@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.util import Finalize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from nbgrader.utils import determine_grade
 from autograder.build.source import BuildError, copy_helper_files, module_notebooks, read_module
 from autograder.check.answer_key import AnswerKeyError, coverage_problems, notebook_key, autograded_cells
 from autograder.check.judge import judge_run, judge_visible
-from autograder.check.runner import CHECKS_ROOT, check_step_id, checks_file, run_checks
+from autograder.check.runner import CHECKS_ROOT, CheckHost, check_step_id, checks_file, run_checks
 from autograder.course import (ASSIGNMENT, QUIET_KERNEL, REPO, ipc_kernel_manager, is_autograded_test,
                                nbgrader_config, nbgrader_meta, sandbox_limits, tool_environment)
 from autograder.mutation import Mutant, MutantError, apply_mutant
@@ -162,8 +163,7 @@ def grade_variant(name: str, variant: str, key: dict, assignment: str = ASSIGNME
     path = find_module(name, assignment)
     nb = variant_notebook(name, variant, assignment)
     runs = len(next(iter(key["cells"].values()), []))
-    helpers = sorted(p for p in path.parent.glob("*.py") if p.name not in {m.name for m in module_notebooks(path.parent)})
-    outcome = run_checks(nb, key["checks"], SEED, helpers, None, runs=runs, sandbox=False, limits=sandbox_limits())
+    outcome = run_checks(nb, key["checks"], SEED, [], None, runs=runs, host=warm_host(assignment))
     result = VariantResult(name, variant, flags=list(outcome.flags), failure=outcome.failure)
     for grade_id in autograded_cells(nb):
         result.visible[grade_id] = judge_visible(outcome, grade_id)[0]
@@ -174,13 +174,28 @@ def grade_variant(name: str, variant: str, key: dict, assignment: str = ASSIGNME
     return result
 
 
+_HOSTS: dict[str, CheckHost] = {}
+
+
+def warm_host(assignment: str = ASSIGNMENT) -> CheckHost:
+    """This process's warm check host for ``assignment`` (no sandbox: the selftest runs only the
+    instructor's own variants), made on first use and closed when the process exits."""
+    folder = MODULES / assignment
+    if str(folder) not in _HOSTS:
+        notebooks = {p.name for p in module_notebooks(folder)}
+        helpers = sorted(p for p in folder.glob("*.py") if p.name not in notebooks)
+        host = CheckHost(helpers, sandbox=False, limits=sandbox_limits()).__enter__()
+        _HOSTS[str(folder)] = host
+        Finalize(host, host.__exit__, args=(None, None, None), exitpriority=10)
+    return _HOSTS[str(folder)]
+
+
 def reference_key(name: str, assignment: str = ASSIGNMENT, runs: int = RUNS) -> dict:
     """The answer key of notebook ``name`` for the selftest's seed; ``AnswerKeyError`` if the
     reference fails its own checks."""
     path = find_module(name, assignment)
-    helpers = sorted(p for p in path.parent.glob("*.py") if p.name not in {m.name for m in module_notebooks(path.parent)})
-    return notebook_key(name, read_module(path), checks_file(name, assignment, CHECKS_ROOT), SEED, helpers, runs,
-                        sandbox=False, limits=sandbox_limits())
+    return notebook_key(name, read_module(path), checks_file(name, assignment, CHECKS_ROOT), SEED, [], runs,
+                        host=warm_host(assignment))
 
 
 # -- judging ------------------------------------------------------------------------------------

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 
 from autograder.check.judge import resolve_reference
-from autograder.check.runner import CHECKS_ROOT, Outcome, check_names, check_step_id, checks_file, run_checks
+from autograder.check.runner import CHECKS_ROOT, CheckHost, Outcome, check_names, check_step_id, checks_file, run_checks
 from autograder.course import STAGING, is_autograded_test, nbgrader_meta
 from autograder.run.sandbox import SCRATCH, Limits
 
@@ -99,15 +98,12 @@ def make_answer_key(root: Path, assignment: str, limits: Limits, checks_root: Pa
                              f"reference solution there (run 'make source')")
     helpers = helper_files(source)
     names = sorted(p.stem for p in source.glob("*.ipynb"))
-
-    def one(name: str) -> tuple[str, dict]:
-        nb = nbformat.read(source / f"{name}.ipynb", as_version=4)
-        return name, notebook_key(name, nb, checks_file(name, assignment, checks_root), seed, helpers,
-                                  sandbox=sandbox, course_root=root, limits=limits,
-                                  scratch_root=root / STAGING / SCRATCH)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        key = {"seed": seed, "runs": 1, "notebooks": dict(pool.map(one, names))}
+    with CheckHost(helpers, sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
+                   limits=limits) as host:
+        key = {"seed": seed, "runs": 1, "notebooks": {
+            name: notebook_key(name, nbformat.read(source / f"{name}.ipynb", as_version=4),
+                               checks_file(name, assignment, checks_root), seed, helpers, host=host)
+            for name in names}}
     path = answer_key_path(root, assignment)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key))

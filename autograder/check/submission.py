@@ -16,7 +16,7 @@ from nbgrader.api import Gradebook, MissingEntry
 
 from autograder.check.answer_key import helper_files, autograded_cells
 from autograder.check.judge import judge_cells
-from autograder.check.runner import run_checks
+from autograder.check.runner import CheckHost, run_checks
 from autograder.course import STAGING, gradebook_url
 from autograder.run.execute import METADATA_KEY
 from autograder.run.sandbox import SCRATCH, Limits
@@ -70,13 +70,16 @@ def check_submission(root: Path, assignment: str, student: str, key: dict, limit
             in_kernel[name] = {g.name: (g.auto_score, float(g.max_score)) for g in record.grades
                                if g.auto_score is not None or g.max_score}
     results: dict[str, NotebookCheck] = {}
-    helpers = helper_files(release)
+    with CheckHost(helper_files(release), sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
+                   limits=limits, threads=threads) as host:  # one warm host for this submission's notebooks
+        outcomes = {name: run_checks(nbformat.read(staged / f"{name}.ipynb", as_version=4),
+                                     key["notebooks"][name]["checks"], key["seed"], [],
+                                     nbformat.read(release / f"{name}.ipynb", as_version=4),
+                                     runs=key.get("runs", 1), host=host)
+                    for name in in_kernel}
     for name, graded in in_kernel.items():
-        entry = key["notebooks"][name]
+        entry, outcome = key["notebooks"][name], outcomes[name]
         released = nbformat.read(release / f"{name}.ipynb", as_version=4)
-        outcome = run_checks(nbformat.read(staged / f"{name}.ipynb", as_version=4), entry["checks"], key["seed"],
-                             helpers, released, runs=key.get("runs", 1), sandbox=sandbox, course_root=root,
-                             scratch_root=root / STAGING / SCRATCH, limits=limits, threads=threads)
         grade_ids = autograded_cells(released)
         verdicts = judge_cells(entry["cells"], outcome, grade_ids, key.get("runs", 1))
         result = NotebookCheck(flags=list(outcome.flags), failure=outcome.failure, restarts=outcome.restarts)
