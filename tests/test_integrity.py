@@ -243,3 +243,17 @@ def test_every_test_cell_of_every_notebook_has_a_check():
     for module in sorted((REPO / "modules" / ASSIGNMENT).glob("0*.py")):
         checks = REPO / "checks" / ASSIGNMENT / module.name
         assert set(autograded_cells(read_module(module))) == set(check_names(checks.read_text())), module.name
+
+
+def test_a_warm_host_scores_like_a_cold_one_and_survives_its_zygote_being_killed(key):
+    from autograder.check.runner import CheckHost
+    killer = variant(BLAS_NAIVE + LATER + "import os, signal\nif 'IPKernelApp' not in get_ipython().config:\n"
+                     "    os.kill(os.getppid(), signal.SIGKILL)\n")
+    with CheckHost(HELPERS, limits=LIMITS) as host:
+        first = run_checks(killer, CHECKS, SEED, [], None, host=host)
+        second = run_checks(read_module(MODULE), CHECKS, SEED, [], None, host=host)
+    cold = check(read_module(MODULE))
+    assert first.failure is None, first.failure
+    assert all(verdict.passed for verdict in judge_cells(key, second, GRADE_IDS).values())
+    assert [v.passed for v in judge_cells(key, cold, GRADE_IDS).values()] == \
+        [v.passed for v in judge_cells(key, second, GRADE_IDS).values()]

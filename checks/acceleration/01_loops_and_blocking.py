@@ -103,7 +103,7 @@ def t01_blocked_matches_matmul(ns, rng):
 def t01_blocked_uses_tiles(ns, rng):
     observed = {}
     cases = [((20, 12, 28), 4), ((19, 10, 23), 6), ((13, 7, 11), 5), ((5, 3, 7), 64), ((3, 2, 4), 1), ((30, 9, 2), 9),
-             ((int(rng.integers(10, 40)), int(rng.integers(10, 40)), int(rng.integers(10, 40))), int(rng.integers(2, 12)))]
+             ((int(rng.integers(10, 30)), int(rng.integers(10, 30)), int(rng.integers(10, 30))), int(rng.integers(4, 12)))]
     for number, ((m, k, n), block_size) in enumerate(cases, 1):
         a0, b0 = _pair(rng, m, k, n, np.float64)
         a, b = served(a0), served(b0)
