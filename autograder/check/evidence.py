@@ -121,12 +121,47 @@ def _tiles(record: ServedRecord) -> dict:
             "largest_call_dimension": max(calls, default=0)}
 
 
+MAX_REPLAYED_ACCESSES = 2**18  # transpose_misses: about 0.2 s of replay
+
+
+def _transpose_misses(record: ServedRecord, size_bytes, line_bytes, ways) -> int:
+    """Misses of an LRU cache of ``size_bytes`` in lines of ``line_bytes``, ``ways`` per set, on the
+    accesses that the slices read of an (M, N) matrix A imply for writing B = A.T: slice after
+    slice as recorded, each element of its rectangle row by row, read A[i, j] then write B[j, i]
+    (A from byte 0, B just past A, row-major). Single-element reads and whole uses are not replayed."""
+    if record.values.ndim != 2:
+        raise EvidenceError("transpose_misses needs a served matrix")
+    if not all(type(v) is int and v > 0 for v in (size_bytes, line_bytes, ways)) or size_bytes % (line_bytes * ways):
+        raise EvidenceError("transpose_misses needs a cache of whole sets")
+    if 2 * sum((s[1] - s[0]) * (s[3] - s[2]) for s in record.slices) > MAX_REPLAYED_ACCESSES:
+        raise EvidenceError("too many slice reads to replay")
+    (m, n), item = record.values.shape, record.values.itemsize
+    sets = size_bytes // (line_bytes * ways)
+    resident: dict[int, list[int]] = {}  # per set, its lines from least to most recently used
+    misses = 0
+    for r0, r1, c0, c1 in record.slices:
+        i, j = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :]
+        trace = np.stack(np.broadcast_arrays((i * n + j) * item, (m * n + j * m + i) * item), axis=-1)
+        for line in (trace.reshape(-1) // line_bytes).tolist():
+            lines = resident.setdefault(line % sets, [])
+            if line in lines:
+                lines.remove(line)
+            else:
+                misses += 1
+                if len(lines) == ways:
+                    del lines[0]
+            lines.append(line)
+    return misses
+
+
 SUMMARIES = {
     "element_reads": lambda record: record.element_reads.copy(),
     "slice_count": lambda record: len(record.slices),
     "matmul_calls": lambda record: [[list(shape) for shape in call] for call in record.matmul_calls],
     "untouched": lambda record: [int(record.element_reads.sum()), len(record.slices)],
     "tiles": _tiles,
+    # (size_bytes, line_bytes, ways): cache misses of the transpose the slices of a matrix imply
+    "transpose_misses": _transpose_misses,
 }
 
 
