@@ -27,6 +27,8 @@ EVIDENCE_WORDS = {
     "matmul_calls": "made different matmul-like calls on the input than the algorithm does",
     "untouched": "read parts of the input, where the task hands the whole input to one call",
     "tiles": "did not read the input tile by tile as the task asks",
+    "transpose_misses": "read the tiles in another order or number than the task asks (a different count of "
+                        "cache misses)",
 }
 BUILTIN_ERRORS = {name for name, value in vars(builtins).items()
                   if isinstance(value, type) and issubclass(value, BaseException)}

@@ -114,8 +114,10 @@ def evidence(array: "ServedArray", summary: str, *args) -> dict:
     """Observation computed by the grader from its record of what it handed out of ``array``.
 
     ``summary`` names what the grader computes (``autograder/check/evidence.py``):
-    ``element_reads``, ``slice_count``, ``matmul_calls``, ``tiles`` (with the block size),
-    ``untouched``. The handle and arguments of the reference's observation are the ones used.
+    ``element_reads``, ``slice_count``, ``matmul_calls``, ``tiles``, ``untouched``, and
+    ``transpose_misses`` (with ``size_bytes, line_bytes, ways``: the cache misses of the slices read,
+    and the writes of their transposes, replayed through an LRU cache). The handle and arguments
+    of the reference's observation are the ones used.
     """
     served = getattr(array, "_served", None)
     handle = served.handle if served is not None else -1
