@@ -125,10 +125,14 @@ class GradingWorker:
             return subprocess.Popen(self.command, cwd=self.root, env=self.env, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
 
-    def grade(self, student: str, timeout_s: float) -> tuple[dict, str | None]:
-        """The worker's answer for ``student``, and why there is none (killed, died, timed out)."""
+    def start(self) -> None:
+        """Start the process now (it imports nbgrader), if it is not running."""
         if self.process is None or self.process.poll() is not None:
             self.process = self._start()
+
+    def grade(self, student: str, timeout_s: float) -> tuple[dict, str | None]:
+        """The worker's answer for ``student``, and why there is none (killed, died, timed out)."""
+        self.start()
         self.process.stdin.write(student + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
@@ -412,7 +416,7 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
     notebooks = assignment_notebooks(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
     workers = max(1, min(workers or os.cpu_count() or 1, len(students) or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = 1  # one BLAS thread per kernel and check: workers scale, and sums come out the same every run
     journal = Journal(root / STAGING / f"{assignment}-journal.jsonl")
     if students:
         warn_missing_protections()
@@ -434,16 +438,20 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
             rows[student] = refresh_from_gradebook(root, assignment, done)
         else:
             todo.append((student, fingerprint))
-    key_path = None
-    if todo:
+    idle: queue.Queue[GradingWorker] = queue.Queue()
+    if todo:  # the workers import nbgrader while the answer key is made
+        key_path = answer_key_path(root, assignment)
+        key_path.unlink(missing_ok=True)
+        for number in range(workers):
+            worker = GradingWorker(root, assignment, threads, root / STAGING / f"worker-{number}.log", key_path, limits)
+            worker.start()
+            idle.put(worker)
         try:
             make_answer_key(root, assignment, limits or sandbox_limits(), checks_root)
         except AnswerKeyError as exc:
+            while not idle.empty():
+                idle.get().stop()
             raise SystemExit(f"error: no grading: {exc}") from None
-        key_path = answer_key_path(root, assignment)
-    idle: queue.Queue[GradingWorker] = queue.Queue()
-    for number in range(workers):
-        idle.put(GradingWorker(root, assignment, threads, root / STAGING / f"worker-{number}.log", key_path, limits))
 
     def work(student: str, fingerprint: str) -> GradeRow:
         worker = idle.get()

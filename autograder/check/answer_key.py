@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -98,12 +99,17 @@ def make_answer_key(root: Path, assignment: str, limits: Limits, checks_root: Pa
                              f"reference solution there (run 'make source')")
     helpers = helper_files(source)
     names = sorted(p.stem for p in source.glob("*.ipynb"))
-    with CheckHost(helpers, sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
-                   limits=limits) as host:
-        key = {"seed": seed, "runs": 1, "notebooks": {
-            name: notebook_key(name, nbformat.read(source / f"{name}.ipynb", as_version=4),
-                               checks_file(name, assignment, checks_root), seed, helpers, host=host)
-            for name in names}}
+
+    def some(part: list[str]) -> dict:  # one warm host for a share of the notebooks
+        with CheckHost(helpers, sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
+                       limits=limits) as host:
+            return {name: notebook_key(name, nbformat.read(source / f"{name}.ipynb", as_version=4),
+                                       checks_file(name, assignment, checks_root), seed, helpers, host=host)
+                    for name in part}
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        shares = list(pool.map(some, [names[0::2], names[1::2]]))
+    key = {"seed": seed, "runs": 1, "notebooks": {name: entry for share in shares for name, entry in share.items()}}
     path = answer_key_path(root, assignment)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key))

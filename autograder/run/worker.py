@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-key", type=Path, default=None, help="outside-check every submission")
     parser.add_argument("--limits", type=json.loads, default=None, help="JSON: Sandbox settings to replace")
     args = parser.parse_args(argv)
-    key = json.loads(args.answer_key.read_text()) if args.answer_key else None
+    key = None  # read with the first request: the batch writes it while the workers start
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # not inherited by kernels (PEP 446)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -102,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     api = make_api(root, args.submitted_directory, args.threads, args.limits)
     for line in sys.stdin:
         student = line.strip()
-        if student:
-            answers.write(json.dumps(grade_one(api, root, args.assignment, student, key, args.threads)) + "\n")
+        if not student:
+            continue
+        if key is None and args.answer_key:
+            key = json.loads(args.answer_key.read_text())
+        answers.write(json.dumps(grade_one(api, root, args.assignment, student, key, args.threads)) + "\n")
     return 0
 
 
