@@ -6,6 +6,14 @@ ASSIGNMENT ?= acceleration
 COURSE ?= .
 LMS_FORMAT ?= canvas
 COURSE_ARGS = --root "$(COURSE)" --assignment $(ASSIGNMENT)
+# Grading on many machines (docs/distributed.md): GRADEBOOK=postgresql://user@host:port/database
+# BROKER=redis://host:port/0. Exported, so they reach the tools through the environment and never
+# their command lines; passwords are never in them (the secrets file holds those).
+GRADEBOOK ?=
+BROKER ?=
+WAIT ?= 1
+export GRADEBOOK BROKER
+DISTRIBUTED = $(PY) -m autograder.distributed
 # nbgrader and nbclient must start the kernel from this venv, not one found elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -13,7 +21,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv source release collect autograde feedback leaderboard html demo test selftest bench bench-grading clean
+.PHONY: help venv source release collect autograde worker grades grading-status feedback leaderboard html demo test test-distributed selftest bench bench-grading clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,14 +45,35 @@ collect: $(STAMP)  ## LMS=<download folder or zip> [LMS_FORMAT=canvas|moodle|fol
 	@test -n "$(LMS)" || { echo "usage: make collect LMS=path/to/download [LMS_FORMAT=canvas] [COURSE=.]"; exit 2; }
 	$(PY) -m autograder.collect "$(LMS)" --format '$(LMS_FORMAT)' $(COURSE_ARGS)
 
-autograde: $(STAMP)  ## [COURSE=.] [WORKERS=n] grade submitted/<student>/<assignment>/ and write grades.csv
+autograde: $(STAMP)  ## [COURSE=.] [WORKERS=n] grade submitted/<student>/<assignment>/ and write grades.csv; with GRADEBOOK= BROKER= [WAIT=0]: on the Celery workers
+ifneq ($(GRADEBOOK)$(BROKER),)
+	$(DISTRIBUTED) autograde $(COURSE_ARGS) $(if $(filter 0,$(WAIT)),--no-wait)
+else
 	$(PY) -m autograder.grade $(COURSE_ARGS) $(if $(WORKERS),--workers $(WORKERS))
+endif
 
-feedback: $(STAMP)  ## [COURSE=.] per-student feedback HTML under feedback/
+worker: $(STAMP)  ## GRADEBOOK=... BROKER=... [WORKERS=n] [COURSE=.] a Celery grading worker in the foreground, WORKERS processes (default: cores)
+	$(DISTRIBUTED) worker $(COURSE_ARGS) $(if $(WORKERS),--workers $(WORKERS))
+
+grades: $(STAMP)  ## GRADEBOOK=... [COURSE=.] write grades.csv from the PostgreSQL gradebook, at any time
+	$(DISTRIBUTED) grades $(COURSE_ARGS)
+
+grading-status: $(STAMP)  ## GRADEBOOK=... submissions done, running, queued and failed, per worker
+	$(DISTRIBUTED) status $(COURSE_ARGS)
+
+feedback: $(STAMP)  ## [COURSE=.] [GRADEBOOK=...] per-student feedback HTML under feedback/
+ifneq ($(GRADEBOOK),)
+	$(DISTRIBUTED) feedback $(COURSE_ARGS)
+else
 	$(PY) -m autograder.report.feedback $(COURSE_ARGS)
+endif
 
-leaderboard: $(STAMP)  ## [COURSE=.] time graded students' kernels against this machine's BLAS and copy -> reports/leaderboard.html
+leaderboard: $(STAMP)  ## [COURSE=.] [GRADEBOOK=...] time graded students' kernels against this machine's BLAS and copy -> reports/leaderboard.html
+ifneq ($(GRADEBOOK),)
+	$(DISTRIBUTED) leaderboard $(COURSE_ARGS)
+else
 	$(PY) -m autograder.report.leaderboard $(COURSE_ARGS)
+endif
 
 html: release  ## reference notebooks executed and student notebooks rendered under site/
 	$(PY) -m autograder.report.site --assignment $(ASSIGNMENT)
@@ -53,7 +82,10 @@ demo: release  ## the main job: grade three sample submissions under demo/ and p
 	$(PY) -m autograder.demo --assignment $(ASSIGNMENT)
 
 test: $(STAMP)  ## the test suite (what CI runs)
-	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not slow"
+	$(PY) -m pytest tests -n 2 --dist loadgroup -m "not slow" --ignore=tests/test_distributed.py
+
+test-distributed: $(STAMP)  ## (root) the distributed stage against real PostgreSQL and Redis it starts, a worker in a network namespace
+	$(PY) -m pytest tests/test_distributed.py
 
 selftest: $(STAMP)  ## [NOTEBOOK=01 [VARIANT=name]] the authoring check: checks and mutants complete, reference full marks, release zero, every mutant caught under 5 seeds
 	$(PY) -m autograder.selftest $(NOTEBOOK) $(if $(VARIANT),--variant $(VARIANT))
