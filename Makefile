@@ -93,7 +93,8 @@ selftest: $(STAMP)  ## [NOTEBOOK=01 [VARIANT=name]] the authoring check: checks 
 bench: $(STAMP)  ## slow checks: full-size notebook runs against the 60 s budget
 	$(PY) -m pytest tests -m slow
 
-bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader (with and without the outside check, 1 and 2 workers)
+bench-grading: $(STAMP)  ## seconds per submission: plain nbgrader vs this grader (with and without the outside check, 1 and 2 workers; through Celery, as root)
+	$(PY) -m autograder.distributed.benchmark --students 4
 	$(PY) -m autograder.benchmark --students 20
 
 clean:  ## remove what make built (never submitted/, autograded/, feedback/, gradebook.db, grades.csv)

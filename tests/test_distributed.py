@@ -29,7 +29,8 @@ from autograder.demo import STUDENTS, make_submissions, prepare_course
 from autograder.distributed import store
 from autograder.distributed.autograde import autograde, create_tables
 from autograder.distributed.broker import QUEUE
-from autograder.distributed.connections import broker_url, gradebook_engine, gradebook_url, read_secrets
+from autograder.distributed.connections import (ConnectionSettingsError, broker_url, gradebook_engine, gradebook_url,
+                                                read_secrets)
 from autograder.distributed.local_stack import make_remote_host, start_local_stack
 from autograder.grade import grade_all, grading_digest
 
@@ -375,3 +376,36 @@ def test_student_code_reaches_neither_broker_nor_database_nor_their_secrets(stac
     assert not any(p in printed for p in (stack.grader_password, stack.broker_password))
     with db.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(store.results)) == 1
+
+
+def test_a_task_whose_worker_died_is_found_and_one_being_graded_is_not(stack, demo_course, answer_key, tmp_path):
+    """What ``make autograde`` sends again while it waits: running, and nobody holds its lock."""
+    db = GradingDatabase(stack, "orphans", 6, answer_key)
+    course = copy_course(demo_course, tmp_path / "course", [])
+    for student in ("dead-worker", "live-worker"):
+        submit_untouched(course, student)
+    db.autograde(course, wait=False)
+    dead, live = (task.key for task in db.tasks())
+    with db.engine.begin() as conn:
+        for key in (dead, live):
+            store.take(conn, key, "somewhere", 1)
+    with db.engine.connect() as holder:
+        holder.scalar(select(func.pg_advisory_lock(store.lock_id(live))))
+        with db.engine.connect() as conn:
+            assert store.orphaned(conn, [dead, live]) == [dead]
+
+
+def test_passwords_stay_out_of_urls_and_out_of_files_others_can_read(tmp_path, monkeypatch):
+    secrets = tmp_path / "grading-secrets"
+    secrets.write_text("gradebook_password = pw1\nbroker_password = p/w:2\n")
+    secrets.chmod(0o644)
+    monkeypatch.setenv("GRADING_SECRETS", str(secrets))
+    with pytest.raises(ConnectionSettingsError, match="chmod 600"):
+        read_secrets()
+    secrets.chmod(0o600)
+    assert gradebook_url("postgresql://grader@db:5432/grading").password == "pw1"
+    assert broker_url("redis://broker:6379/0") == "redis://:p%2Fw%3A2@broker:6379/0"
+    for variable, url, parse in (("GRADEBOOK", "postgresql://grader:pw@db/grading", gradebook_url),
+                                 ("BROKER", "redis://:pw@broker:6379/0", broker_url)):
+        with pytest.raises(ConnectionSettingsError, match=f"{variable} holds a password"):
+            parse(url)
