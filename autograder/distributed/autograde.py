@@ -84,15 +84,14 @@ def enqueue_student(engine: Engine, root: Path, assignment: str, student: str, n
         with engine.begin() as conn:
             return current.key, store.submit(conn, assignment, student, current.key)
     staged = stage_submission(root, assignment, student, list(notebooks))
-    contents = {**staged_files(root, assignment, student), **report_extras(root, assignment, student)}
-    hashes = {name: store.sha256(data) for name, data in contents.items()}
-    files = {name: hashes[name] for name in staged_files(root, assignment, student)}
-    extras = {name: digest_ for name, digest_ in hashes.items() if name not in files}
+    graded, extra = staged_files(root, assignment, student), report_extras(root, assignment, student)
+    files = {name: store.sha256(data) for name, data in graded.items()}
+    extras = {name: store.sha256(data) for name, data in extra.items()}
     key = store.task_key(assignment, student, files, digest)
     new_task = {"digest": digest, "fingerprint": fingerprint, "staged": store.staged_to_plain(staged),
                 "files": files, "extras": extras}
     with engine.begin() as conn:
-        store.put_blobs(conn, {hashes[name]: data for name, data in contents.items()})
+        store.put_blobs(conn, {store.sha256(data): data for data in [*graded.values(), *extra.values()]})
         return key, store.submit(conn, assignment, student, key, new_task)
 
 
@@ -201,8 +200,8 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
                 return None
             wait_for(engine, app, waiting, progress)
             rows = rows_from_database(engine, url, root, assignment, notebooks, list(keys))
-            by_student = {**local_rows, **{row.student_id: row for row in rows}}
-            ordered = [by_student[student] for student in students if student in by_student]
+            by_student = {**local_rows, **dict(zip(keys, rows))}
+            ordered = [by_student[student] for student in students]
             write_grades_csv(ordered, list(notebooks), root / "grades.csv")
             if ordered:
                 write_summary(ordered, root / "reports", assignment, time.perf_counter() - start)
