@@ -286,6 +286,28 @@ def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(stack, demo_
     assert grades_csv(course) == [expected]
 
 
+def test_a_whole_worker_killed_mid_task_is_sent_again_by_make_autograde(stack, demo_course, answer_key, workers,
+                                                                      tmp_path):
+    """The worker machine gone (every process at once): the broker keeps the message unacknowledged
+    for hours, so ``make autograde`` sends again what is marked running and locked by nobody."""
+    db = GradingDatabase(stack, "lost-machine", 7, answer_key)
+    course = copy_course(demo_course, tmp_path / "course", [])
+    submit_untouched(course, "unlucky")
+    lost = start_worker(workers, demo_course, db.environment(), "lost")
+    db.autograde(course, wait=False)
+    deadline = time.monotonic() + 300
+    while db.tasks()[0].state != store.RUNNING:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.1)
+    os.killpg(lost.process.pid, signal.SIGKILL)
+    lost.process.wait()
+    start_worker(workers, demo_course, db.environment(), "spare")
+    (row,) = db.autograde(course, wait=True)
+    (task,) = db.tasks()
+    assert task.worker == "spare" and task.attempts == 2 and len(db.results(task.key)) == 1
+    assert row.status == "partial" and row.autograded_score == 0  # one notebook of four handed in
+
+
 def test_a_broker_restart_mid_batch_loses_no_queued_task(stack, demo_course, answer_key, workers, tmp_path):
     db = GradingDatabase(stack, "restart", 3, answer_key)
     course = copy_course(demo_course, tmp_path / "course", [])

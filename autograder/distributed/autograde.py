@@ -186,6 +186,7 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
                     local_rows[student] = failed_row(student, notebooks,
                                                      f"the submission cannot be read ({exc.strerror})")
             waiting = [keys[s] for s in keys if states[s] != store.DONE]
+            sent: list[str] = []
             if waiting:
                 ensure_answer_key(engine, root, assignment, digest, checks_root)
                 problem = persistence_problem(broker)
@@ -193,9 +194,10 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
                     print(f"WARNING: {problem}; 'make autograde' sends them again", file=sys.stderr)
                 with engine.connect() as conn:
                     running = [keys[s] for s in keys if states[s] == store.RUNNING]
-                    send(app, [keys[s] for s in keys if states[s] == store.QUEUED] + store.orphaned(conn, running))
-            print(f"enqueued {len(waiting)} of {len(keys)} submissions ({len(keys) - len(waiting)} graded before) "
-                  f"on {shown(broker)}", flush=True)
+                    sent = [keys[s] for s in keys if states[s] == store.QUEUED] + store.orphaned(conn, running)
+                send(app, sent)
+            print(f"{len(waiting)} of {len(keys)} submissions to grade ({len(keys) - len(waiting)} graded before, "
+                  f"{len(waiting) - len(sent)} being graded); sent {len(sent)} to {shown(broker)}", flush=True)
             if not wait:
                 return None
             wait_for(engine, app, waiting, progress)
