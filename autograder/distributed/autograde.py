@@ -4,10 +4,11 @@ On the instructor's machine, for each ``submitted/<student>/<assignment>/``: sta
 the embedded path does it (it never runs student code); the staged notebooks go into PostgreSQL
 by content hash and the task into ``grading_tasks``, the student's older queued task superseded;
 a submission graded before (same files, release and checks) is not enqueued again. The answer key
-of this release and checks is made here once and kept in PostgreSQL. Then one message per task
-not yet graded goes to the broker, and this command waits, with a progress bar, until each is
-done, re-sending any task whose worker died, and writes ``grades.csv``, ``reports/`` and the
-integrity reports from the database, as the embedded path writes them. Interrupted, it leaves the
+of this release and checks is made here once and kept in PostgreSQL. Each task's message goes to
+the broker as soon as the task is stored, so workers start while the rest is staged; then this
+command waits, with a progress bar, until each is done, re-sending any task whose worker died, and
+writes ``grades.csv``, ``reports/`` and the integrity reports from the database, as the embedded
+path writes them. Interrupted, it leaves the
 tasks queued; run again, it resumes. ``--no-wait`` (``WAIT=0``) returns once they are sent.
 """
 from __future__ import annotations
@@ -108,6 +109,12 @@ def ensure_answer_key(engine: Engine, root: Path, assignment: str, digest: str, 
         store.put_answer_key(conn, digest, assignment, key)
 
 
+def warn_if_broker_forgets(broker: str) -> None:
+    problem = persistence_problem(broker)
+    if problem:
+        print(f"WARNING: {problem}; 'make autograde' sends them again", file=sys.stderr)
+
+
 def wait_for(engine: Engine, app, keys: list[str], progress: bool = True) -> None:
     """Until every task in ``keys`` is done, failed or superseded; tasks marked running whose
     worker died are sent again."""
@@ -172,6 +179,7 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
             local_rows: dict[str, GradeRow] = {}
             keys: dict[str, str] = {}
             states: dict[str, str] = {}
+            sent: list[str] = []
             for student in students:
                 invalid = valid_student_id(student) or (
                     f"the folder name is longer than {MAX_STUDENT_ID} characters: rename it"
@@ -185,17 +193,20 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
                 except OSError as exc:
                     local_rows[student] = failed_row(student, notebooks,
                                                      f"the submission cannot be read ({exc.strerror})")
-            waiting = [keys[s] for s in keys if states[s] != store.DONE]
-            sent: list[str] = []
-            if waiting:
-                ensure_answer_key(engine, root, assignment, digest, checks_root)
-                problem = persistence_problem(broker)
-                if problem:
-                    print(f"WARNING: {problem}; 'make autograde' sends them again", file=sys.stderr)
+                    continue
+                if states[student] == store.QUEUED:  # sent at once: workers start while the rest is staged
+                    if not sent:
+                        ensure_answer_key(engine, root, assignment, digest, checks_root)
+                        warn_if_broker_forgets(broker)
+                    send(app, [keys[student]])
+                    sent.append(keys[student])
+            running = [keys[s] for s in keys if states[s] == store.RUNNING]
+            if running:
                 with engine.connect() as conn:
-                    running = [keys[s] for s in keys if states[s] == store.RUNNING]
-                    sent = [keys[s] for s in keys if states[s] == store.QUEUED] + store.orphaned(conn, running)
-                send(app, sent)
+                    lost = store.orphaned(conn, running)
+                send(app, lost)
+                sent += lost
+            waiting = [keys[s] for s in keys if states[s] != store.DONE]
             print(f"{len(waiting)} of {len(keys)} submissions to grade ({len(keys) - len(waiting)} graded before, "
                   f"{len(waiting) - len(sent)} being graded); sent {len(sent)} to {shown(broker)}", flush=True)
             if not wait:
