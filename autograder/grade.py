@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from autograder.check.answer_key import AnswerKeyError, answer_key_path, make_an
 from autograder.check.runner import CHECKS_ROOT
 from autograder.check.submission import NotebookCheck, from_plain
 from autograder.collect.repair import TAMPERING
-from autograder.collect.stage import stage_submission
+from autograder.collect.stage import Staged, stage_submission
 from autograder.course import (STAGING, course_arguments, discover_students, gradebook_url, printable,
                                sandbox_limits, tool_environment, valid_student_id)
 from autograder.report.grades import STATUSES, GradeRow, failed_row, write_grades_csv
@@ -54,12 +55,17 @@ def assignment_notebooks(root: Path, assignment: str) -> dict[str, float]:
     if not (root / "gradebook.db").exists():
         raise SystemExit(f"error: {root / 'gradebook.db'} not found: run 'make release' first")
     with Gradebook(gradebook_url(root)) as gb:
-        try:
-            found = gb.find_assignment(assignment)
-        except MissingEntry:
-            raise SystemExit(f"error: assignment {assignment!r} is not in the gradebook: "
-                             f"run 'make release' first") from None
-        return {nb.name: float(nb.max_score) for nb in sorted(found.notebooks, key=lambda n: n.name)}
+        return gradebook_notebooks(gb, assignment)
+
+
+def gradebook_notebooks(gb: Gradebook, assignment: str) -> dict[str, float]:
+    """Notebook name -> maximum points of ``assignment`` in the open gradebook ``gb``."""
+    try:
+        found = gb.find_assignment(assignment)
+    except MissingEntry:
+        raise SystemExit(f"error: assignment {assignment!r} is not in the gradebook: "
+                         f"run 'make release' first") from None
+    return {nb.name: float(nb.max_score) for nb in sorted(found.notebooks, key=lambda n: n.name)}
 
 
 def folder_digest(folder: Path, digest=None):
@@ -209,11 +215,16 @@ def _check_lines(name: str, check: NotebookCheck) -> tuple[list[str], list[str]]
 
 
 def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str, float],
-                  worker: GradingWorker, timeout_s: float) -> GradeRow:
-    """Stage, autograde and check (in ``worker``), and read back one student's submission."""
+                  worker: GradingWorker, timeout_s: float, staged: Staged | None = None) -> GradeRow:
+    """Stage, autograde and check (in ``worker``), and read back one student's submission.
+
+    ``staged``: staging already done elsewhere (the distributed stage stages on the instructor's
+    machine), its notebooks already under ``.grading/submitted/``.
+    """
     start = time.perf_counter()
     max_total = sum(notebooks.values())
-    staged = stage_submission(root, assignment, student, list(notebooks))
+    if staged is None:
+        staged = stage_submission(root, assignment, student, list(notebooks))
     files = [f"refused {line}" for line in staged.refused] + [f"ignored {line}" for line in staged.ignored]
     flags = [f"tests rewritten: {repair}" for repair in staged.repairs if repair.kind in TAMPERING]
     flags += [f"importable file in the submission (never imported): {line}" for line in staged.ignored
@@ -304,13 +315,28 @@ def grade_student(root: Path, assignment: str, student: str, notebooks: dict[str
                     disagreements, {k: float(v) for k, v in timings.items() if isinstance(v, (int, float))})
 
 
-def refresh_from_gradebook(root: Path, assignment: str, row: GradeRow) -> GradeRow:
+def grade_student_safely(root: Path, assignment: str, student: str, notebooks: dict[str, float],
+                         worker: GradingWorker, timeout_s: float, staged: Staged | None = None) -> GradeRow:
+    """``grade_student``; a failure of the grader's own ends in a failed row, the student's
+    in-kernel scores set to 0."""
+    try:
+        return grade_student(root, assignment, student, notebooks, worker, timeout_s, staged)
+    except Exception as exc:  # one student's failure must never stop the batch
+        try:
+            zero_test_cells(root, assignment, student)
+        except Exception:
+            pass
+        return failed_row(student, notebooks, f"grader error: {type(exc).__name__}: {exc}")
+
+
+def refresh_from_gradebook(root: Path, assignment: str, row: GradeRow, gb: Gradebook | None = None) -> GradeRow:
     """``row`` (from the journal) with the gradebook's current scores: hand grades given in
-    formgrader since the autograding count, and nothing is graded again."""
+    formgrader since the autograding count, and nothing is graded again. ``gb``: an open
+    gradebook to read instead of the course's ``gradebook.db``."""
     if row.status == "failed":
         return row
     manual = "written answer(s) await manual grading"
-    with Gradebook(gradebook_url(root)) as gb:
+    with nullcontext(gb) if gb is not None else Gradebook(gradebook_url(root)) as gb:
         for nb, score in row.scores.items():
             if score is None:
                 continue
@@ -324,9 +350,11 @@ def refresh_from_gradebook(root: Path, assignment: str, row: GradeRow) -> GradeR
             row.manual_pending = sum(1 for nb in submission.notebooks for g in nb.grades if g.needs_manual_grade)
         except MissingEntry:
             pass
-    parts = [part for part in row.reason.split("; ") if part and manual not in part]
-    if row.manual_pending:
-        parts.append(f"{row.manual_pending} {manual}")
+    parts = [part for part in row.reason.split("; ") if part]
+    at = next((number for number, part in enumerate(parts) if manual in part), len(parts))
+    parts = [part for part in parts if manual not in part]
+    if row.manual_pending:  # where grading put it, so a refreshed row reads as a fresh one
+        parts.insert(at, f"{row.manual_pending} {manual}")
     row.reason = "; ".join(parts)
     return row
 
@@ -456,13 +484,7 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
     def work(student: str, fingerprint: str) -> GradeRow:
         worker = idle.get()
         try:
-            row = grade_student(root, assignment, student, notebooks, worker, timeout_s)
-        except Exception as exc:  # one student's failure must never stop the batch
-            try:
-                zero_test_cells(root, assignment, student)
-            except Exception:
-                pass
-            row = failed_row(student, notebooks, f"grader error: {type(exc).__name__}: {exc}")
+            row = grade_student_safely(root, assignment, student, notebooks, worker, timeout_s)
         finally:
             idle.put(worker)
         journal.record(row, fingerprint)
