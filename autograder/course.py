@@ -9,8 +9,10 @@ on is read from this repository's ``nbgrader_config.py``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,6 +47,14 @@ def sandbox_limits(config: Config | None = None) -> Limits:
         raise ValueError(f"nbgrader_config.py: unknown Sandbox settings {sorted(unknown)} "
                          f"(known: {', '.join(Limits.__dataclass_fields__)})")
     return Limits(**dict(section))
+
+
+def scratch_root(root: Path) -> Path:
+    """Where the course's run areas go: a folder of its own under ``/tmp``, named by a hash of the
+    course root. A kernel's socket files live in its run area, and a socket's path must stay under
+    108 bytes whatever the course's path; the sandbox keeps the area reachable and ``/tmp`` private."""
+    digest = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"acclab-scratch-{digest}"
 
 
 def gradebook_url(root: Path, timeout_s: float | None = None) -> str:

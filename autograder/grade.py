@@ -35,15 +35,16 @@ from autograder.check.runner import CHECKS_ROOT
 from autograder.check.submission import NotebookCheck, from_plain
 from autograder.collect.repair import TAMPERING
 from autograder.collect.stage import Staged, stage_submission
-from autograder.course import (STAGING, course_arguments, discover_students, gradebook_url, printable,
+from autograder.course import (STAGING, course_arguments, discover_students, gradebook_url, printable, scratch_root,
                                sandbox_limits, tool_environment, valid_student_id)
 from autograder.report.grades import STATUSES, GradeRow, failed_row, write_grades_csv
 from autograder.report.summary import write_integrity_reports, write_summary
 from autograder.run.execute import METADATA_KEY
-from autograder.run.sandbox import SCRATCH, Limits, detect_protections, sweep_run_areas, sweep_sandbox_users
+from autograder.run.sandbox import Limits, detect_protections, sweep_run_areas, sweep_sandbox_users
 from autograder.run.worker import zero_test_cells
 
 IMPORTABLE = (".py", ".pyc", ".so", ".pth", ".pyd")
+WORKER_START_TIMEOUT_S = 300.0  # importing nbgrader and starting warm hosts, on a busy machine
 
 
 class GradingBusy(RuntimeError):
@@ -124,6 +125,7 @@ class GradingWorker:
                         *([f"--limits={json.dumps(asdict(limits))}"] if limits else [])]
         self.env, self.root, self.log = tool_environment(), root, log
         self.process: subprocess.Popen | None = None
+        self.ready = False
 
     def _start(self) -> subprocess.Popen:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -134,11 +136,33 @@ class GradingWorker:
     def start(self) -> None:
         """Start the process now (it imports nbgrader), if it is not running."""
         if self.process is None or self.process.poll() is not None:
-            self.process = self._start()
+            self.process, self.ready = self._start(), False
+
+    def _wait_ready(self) -> str | None:
+        """Wait for the process's start-up line, which no submission's time includes; why it failed."""
+        if self.ready:
+            return None
+        ready, _, _ = select.select([self.process.stdout], [], [], WORKER_START_TIMEOUT_S)
+        line = self.process.stdout.readline() if ready else ""
+        try:
+            self.ready = json.loads(line) == {"ready": True}
+        except ValueError:
+            self.ready = False
+        if not self.ready:
+            self.stop()
+            return (f"the grading process did not start in {WORKER_START_TIMEOUT_S:.0f} s" if not ready
+                    else f"the grading process could not start (see {self.log})")
+        return None
 
     def grade(self, student: str, timeout_s: float) -> tuple[dict, str | None]:
         """The worker's answer for ``student``, and why there is none (killed, died, timed out)."""
-        self.start()
+        for _ in range(2):  # a process that fails to start is the grader's trouble: one more try
+            self.start()
+            not_started = self._wait_ready()
+            if not not_started:
+                break
+        else:
+            return {}, not_started
         self.process.stdin.write(student + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
@@ -159,7 +183,7 @@ class GradingWorker:
             if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            self.process = None
+            self.process, self.ready = None, False
         sweep_sandbox_users()
 
     def close(self) -> None:
@@ -170,7 +194,7 @@ class GradingWorker:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.stop()
-        self.process = None
+        self.process, self.ready = None, False
 
 
 def _kernel_record(autograded: Path, name: str) -> dict | None:
@@ -439,7 +463,7 @@ def grade_all(root: Path, assignment: str, students: list[str] | None = None, wo
 def _grade_all(root: Path, assignment: str, students: list[str] | None, workers: int | None, timeout_s: float,
                progress: bool, resume: bool, checks_root: Path, limits: Limits | None) -> list[GradeRow]:
     start = time.perf_counter()
-    sweep_run_areas(root / STAGING / SCRATCH)
+    sweep_run_areas(scratch_root(root))
     sweep_sandbox_users()
     notebooks = assignment_notebooks(root, assignment)
     students = students if students is not None else discover_students(root, assignment)
@@ -500,7 +524,7 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
         finally:
             while not idle.empty():
                 idle.get().close()
-            sweep_run_areas(root / STAGING / SCRATCH)
+            sweep_run_areas(scratch_root(root))
     ordered = [rows[student] for student in students]
     write_grades_csv(ordered, list(notebooks), root / "grades.csv")
     if ordered:

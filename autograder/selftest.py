@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import importlib.util
 import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing.util import Finalize
 from dataclasses import dataclass, field
+from multiprocessing.util import Finalize
 from pathlib import Path
 
 import nbformat
@@ -33,6 +34,7 @@ from nbgrader.preprocessors import ClearSolutions
 from nbgrader.utils import determine_grade
 
 from autograder.build.source import BuildError, copy_helper_files, module_notebooks, read_module
+from autograder.cells import cell_roles
 from autograder.check.answer_key import AnswerKeyError, coverage_problems, notebook_key, autograded_cells
 from autograder.check.judge import judge_run, judge_visible
 from autograder.check.runner import CHECKS_ROOT, CheckHost, check_step_id, checks_file, run_checks
@@ -107,8 +109,14 @@ def untouched_release(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return cleared
 
 
+@functools.lru_cache(maxsize=None)
+def _module(path: Path, modified_ns: int) -> nbformat.NotebookNode:
+    return read_module(path)
+
+
 def variant_notebook(name: str, variant: str, assignment: str = ASSIGNMENT) -> nbformat.NotebookNode:
-    nb = read_module(find_module(name, assignment))
+    path = find_module(name, assignment)
+    nb = copy.deepcopy(_module(path, path.stat().st_mtime_ns))  # parsed once per process and version
     if variant == "reference":
         return nb
     if variant == "release":
@@ -121,8 +129,10 @@ def variant_notebook(name: str, variant: str, assignment: str = ASSIGNMENT) -> n
 
 def kernel_scores(nb: nbformat.NotebookNode, helpers_dir: Path) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """Execute ``nb`` as nbgrader's autograder does (a fresh kernel, grading mode, errors allowed)
-    and score its test cells with nbgrader's ``determine_grade``; also every cell's error."""
+    and score its test cells with nbgrader's ``determine_grade``; also every cell's error. Experiment
+    cells (benchmarks, plots) are left out, as grading leaves them out."""
     nb = copy.deepcopy(nb)
+    nb.cells = [cell for cell, role in zip(nb.cells, cell_roles(nb)) if role != "experiment"]
     with tempfile.TemporaryDirectory(prefix="selftest-") as tmp:
         workdir = Path(tmp) / "work"
         copy_helper_files(helpers_dir, workdir)
@@ -264,22 +274,27 @@ def _job(job: tuple[str, str, dict]) -> Verdict:
         return Verdict(name, variant, False, line, (line,))
 
 
+def _key_job(name: str) -> dict | str:
+    """The reference key of notebook ``name``, or the authoring problem that prevents it."""
+    try:
+        return reference_key(name)
+    except (AnswerKeyError, BuildError) as exc:
+        return str(exc)
+
+
 def run_selftest(names: list[str], workers: int, variants: list[str] | None = None,
                  echo=print) -> tuple[list[Verdict], list[str]]:
     """Grade the reference, the release and every mutant (or ``variants``) of each notebook in
     ``names``; returns the verdicts and the authoring problems."""
     problems = [problem for name in names for problem in authoring_problems(name)]
-    keys, jobs = {}, []
-    for name in names:
-        try:
-            keys[name] = reference_key(name)
-        except (AnswerKeyError, BuildError) as exc:
-            problems.append(str(exc))
-            continue
-        for variant in variants or ["reference", "release", *(m.name for m in load_mutants(name))]:
-            jobs.append((name, variant, keys[name]))
-    verdicts = []
+    jobs, verdicts = [], []
     with ProcessPoolExecutor(max_workers=workers) as pool:
+        for name, key in zip(names, pool.map(_key_job, names)):  # the notebooks' keys, side by side
+            if isinstance(key, str):
+                problems.append(key)
+                continue
+            for variant in variants or ["reference", "release", *(m.name for m in load_mutants(name))]:
+                jobs.append((name, variant, key))
         for verdict in pool.map(_job, jobs):
             echo(verdict.line)
             verdicts.append(verdict)

@@ -2,6 +2,7 @@
 limits are set once there and both the kernel and the outside check obey them."""
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -59,6 +60,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in ci
+
+
+def test_ci_runs_the_browser_and_distributed_tests():
+    """CI runs both slow suites as their own make targets, which run their test files."""
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert "make test-browser" in ci and "make test-distributed" in ci
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test-browser:.*\n(\t.*\n)*\t.*pytest tests/browser", makefile, re.M)
+    assert re.search(r"^test-distributed:.*\n(\t.*\n)*\t.*pytest tests/test_distributed.py", makefile, re.M)
 
 
 def test_runtime_code_never_imports_from_tests():

@@ -225,6 +225,15 @@ def test_demo_graded_on_two_machines_equals_the_embedded_grades(stack, remote, d
     status = subprocess.run([sys.executable, "-m", "autograder.distributed", "status", f"--root={course}"], cwd=REPO,
                             env=db.environment(), capture_output=True, text=True, timeout=120)
     assert "there: 1 done" in status.stdout or "there: 2 done" in status.stdout, status.stdout
+    (course / "grades.csv").unlink()
+    printed = {}
+    for target in ("grading-status", "grades"):  # as docs/distributed.md has them
+        made = subprocess.run(["make", "--no-print-directory", target, f"COURSE={course}", f"GRADEBOOK={db.address}"],
+                              cwd=REPO, env=db.environment(), capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stdout + made.stderr
+        printed[target] = made.stdout
+    assert "here:" in printed["grading-status"] and "there:" in printed["grading-status"], printed
+    assert (course / "grades.csv").read_text() == (embedded / "grades.csv").read_text(), "make grades differs"
 
     one = "demo-reference"
     for command in ("feedback", "leaderboard"):
@@ -431,3 +440,20 @@ def test_passwords_stay_out_of_urls_and_out_of_files_others_can_read(tmp_path, m
                                  ("BROKER", "redis://:pw@broker:6379/0", broker_url)):
         with pytest.raises(ConnectionSettingsError, match=f"{variable} holds a password"):
             parse(url)
+
+
+def test_the_documented_backup_restores_the_gradebook(stack, answer_key, tmp_path):
+    """docs/distributed.md's pg_dump and pg_restore lines, pointed at the test's server: a gradebook
+    whose answer key was lost comes back whole from the dump."""
+    db = GradingDatabase(stack, "backup", 8, answer_key)
+    env = dict(os.environ, PGPASSWORD=stack.grader_password)
+    where = ["--host=127.0.0.1", f"--port={stack.pg_port}", "--username=grader"]
+    dump = tmp_path / "grading-backup.dump"
+    subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", *where, "backup"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    with db.engine.begin() as conn:
+        conn.execute(store.answer_keys.delete())
+    subprocess.run(["pg_restore", "--clean", "--if-exists", *where, "--dbname=backup", str(dump)], env=env,
+                   check=True, capture_output=True, timeout=120)
+    with db.engine.connect() as conn:
+        assert store.answer_key(conn, answer_key[0]) == json.loads(json.dumps(answer_key[1]))

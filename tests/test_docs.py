@@ -30,7 +30,7 @@ from autograder.course import REPO
 README = REPO / "README.md"
 INSTRUCTORS = REPO / "docs" / "instructors.md"
 STUDENTS = REPO / "docs" / "students.md"
-DOCS = [README, INSTRUCTORS, STUDENTS, REPO / "docs" / "authoring.md"]
+DOCS = [README, INSTRUCTORS, STUDENTS, REPO / "docs" / "authoring.md", REPO / "docs" / "distributed.md"]
 SHELL_LANGUAGES = {"", "sh", "bash", "shell", "console"}
 FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -43,7 +43,7 @@ COVERED_BY = {
     "make test": "tests/test_config.py::test_ci_runs_the_readme_test_command",
     "make demo": "tests/test_pipeline.py::test_demo_prints_a_table_of_three_scores",
     "make source": "tests/test_build.py::test_valid_module_builds_with_helpers_and_metadata",
-    "make release": "tests/test_build.py::test_release_has_no_solutions_or_model_answers",
+    "make release": "tests/test_build.py::test_release_has_no_solutions_or_model_answers_and_leaks_are_found",
     "make selftest": "tests/test_selftest.py::test_variant_scores_as_it_must",
     "make collect": "tests/test_collect.py",
     "make autograde": "tests/test_hostile.py::test_each_submission_ends_with_the_row_it_deserves",
@@ -59,6 +59,16 @@ COVERED_BY = {
     "cd acceleration": "tests/test_selfcheck.py::test_selfcheck_ships_as_a_helper_and_is_not_a_notebook_source",
     "python selfcheck.py": "tests/test_selfcheck.py::test_reference_solutions_are_ready_to_submit",
     "python start_lab.py": "tests/browser/test_release_in_browser.py::test_instructor_tools_are_hidden_and_validate_is_there",
+    "cd demo": "tests/browser/test_release_in_browser.py::test_formgrader_started_in_the_course_folder_lists_its_submissions",
+    "../.venv/bin/jupyter lab":
+        "tests/browser/test_release_in_browser.py::test_formgrader_started_in_the_course_folder_lists_its_submissions",
+    "make test-browser": "tests/test_config.py::test_ci_runs_the_browser_and_distributed_tests",
+    "make test-distributed": "tests/test_config.py::test_ci_runs_the_browser_and_distributed_tests",
+    "make worker": "tests/test_distributed.py::test_demo_graded_on_two_machines_equals_the_embedded_grades",
+    "make grades": "tests/test_distributed.py::test_demo_graded_on_two_machines_equals_the_embedded_grades",
+    "make grading-status": "tests/test_distributed.py::test_demo_graded_on_two_machines_equals_the_embedded_grades",
+    "pg_dump": "tests/test_distributed.py::test_the_documented_backup_restores_the_gradebook",
+    "pg_restore": "tests/test_distributed.py::test_the_documented_backup_restores_the_gradebook",
 }
 
 
@@ -194,8 +204,15 @@ def test_make_command_names_real_targets_and_dry_runs(command):
     result = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO, env=make_environment(),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, f"{command}: 'make -n' failed:\n{result.stdout}{result.stderr}"
+    exported = {name for line in re.findall(r"^export ([A-Z_ ]+)$", (REPO / "Makefile").read_text(), re.M)
+                for name in line.split()}
     for variable in variables:
-        value = variable.partition("=")[2]
+        name, _, value = variable.partition("=")
+        if name in exported:  # handed to the tools through the environment, never on a command line
+            shown = subprocess.run(["make", "-n", "--no-print-directory", "-p", *args], cwd=REPO,
+                                   env=make_environment(), capture_output=True, text=True, timeout=30).stdout
+            assert f"{name} = {value}" in shown, f"{command}: make does not take {variable}"
+            continue
         assert value in result.stdout, f"{command}: {variable} does not reach the recipe:\n{result.stdout}"
 
 

@@ -215,15 +215,14 @@ def test_a_crash_or_hang_inside_a_check_costs_only_that_cell(key):
 def test_a_check_that_cannot_start_fails_every_cell_after_one_retry(key, monkeypatch):
     import autograder.check.runner as runner
     starts = []
-    original = runner._CheckProcess.__init__
 
-    def failing_start(self, command, *args, **kwargs):
-        starts.append(1)
-        return original(self, ["false"], *args, **kwargs)  # the grader's own failure: nothing ran
+    def failing_start(self, request, deadline, cold=False):
+        starts.append(cold)  # the grader's own failure: a process that exits before reading anything
+        return runner._ColdProcess(["false"], self.env, self.area, request, deadline)
 
-    monkeypatch.setattr(runner._CheckProcess, "__init__", failing_start)
+    monkeypatch.setattr(runner.CheckHost, "start", failing_start)
     outcome = check(read_module(MODULE))
-    assert len(starts) == 2, "a check that cannot start is tried once more, in a fresh process"
+    assert starts == [False, True], "a check that cannot start is tried once more, in a fresh process"
     assert outcome.failure and "could not start" in outcome.failure
     verdicts = judge_cells(key, outcome, GRADE_IDS)
     assert not any(v.passed for v in verdicts.values())

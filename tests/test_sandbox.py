@@ -13,9 +13,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from autograder.course import REPO, STAGING
+from autograder.course import REPO, scratch_root
 from autograder.run.execute import KernelStartError, SandboxedExecute, score_ignoring_stderr
-from autograder.run.sandbox import (FIRST_SANDBOX_UID, SANDBOX_UIDS, SCRATCH, Limits, claim_sandbox_uid,
+from autograder.run.sandbox import (FIRST_SANDBOX_UID, SANDBOX_UIDS, Limits, claim_sandbox_uid,
                                     detect_protections, sweep_run_areas)
 
 pytestmark = pytest.mark.xdist_group("sandbox")
@@ -186,7 +186,7 @@ def test_scratch_space_has_a_total_limit_and_is_swept_after_a_kill(tmp_path):
               "    print('full after', written, 'MiB', e.errno)"], tmp_path, limits=limits)
     words = text(nb.cells[0]).split()
     assert words[:2] == ["full", "after"] and int(words[2]) <= 8, text(nb.cells[0])
-    scratch = tmp_path / STAGING / SCRATCH
+    scratch = scratch_root(tmp_path)
     assert not any(scratch.iterdir()), "a finished run leaves no run area behind"
     (scratch / "run-left-by-a-killed-grader" / "work").mkdir(parents=True)
     assert sweep_run_areas(scratch) == 1 and not any(scratch.iterdir())

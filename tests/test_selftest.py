@@ -15,7 +15,7 @@ import pytest
 import autograder.selftest as selftest
 from autograder.build.source import module_notebooks
 from autograder.mutation import Mutant, MutantError, apply_mutant
-from conftest import TWO_TASK_CHECKS, TWO_TASK_COURSE, write_course
+from toy_courses import TWO_TASK_CHECKS, TWO_TASK_COURSE, write_course
 
 pytestmark = pytest.mark.xdist_group("selftest")
 NOTEBOOKS = [path.stem for path in module_notebooks(selftest.MODULES / "acceleration")]

@@ -18,8 +18,8 @@ import nbformat
 
 from autograder.check.judge import resolve_reference
 from autograder.check.runner import CHECKS_ROOT, CheckHost, Outcome, check_names, check_step_id, checks_file, run_checks
-from autograder.course import STAGING, is_autograded_test, nbgrader_meta
-from autograder.run.sandbox import SCRATCH, Limits
+from autograder.course import STAGING, is_autograded_test, nbgrader_meta, scratch_root
+from autograder.run.sandbox import Limits
 
 
 class AnswerKeyError(ValueError):
@@ -101,7 +101,7 @@ def make_answer_key(root: Path, assignment: str, limits: Limits, checks_root: Pa
     names = sorted(p.stem for p in source.glob("*.ipynb"))
 
     def some(part: list[str]) -> dict:  # one warm host for a share of the notebooks
-        with CheckHost(helpers, sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
+        with CheckHost(helpers, sandbox=sandbox, course_root=root, scratch_root=scratch_root(root),
                        limits=limits) as host:
             return {name: notebook_key(name, nbformat.read(source / f"{name}.ipynb", as_version=4),
                                        checks_file(name, assignment, checks_root), seed, helpers, host=host)

@@ -17,9 +17,9 @@ from nbgrader.api import Gradebook, MissingEntry
 from autograder.check.answer_key import helper_files, autograded_cells
 from autograder.check.judge import judge_cells
 from autograder.check.runner import CheckHost, run_checks
-from autograder.course import STAGING, gradebook_url
+from autograder.course import STAGING, gradebook_url, scratch_root
 from autograder.run.execute import METADATA_KEY
-from autograder.run.sandbox import SCRATCH, Limits
+from autograder.run.sandbox import Limits
 
 
 @dataclass
@@ -70,7 +70,7 @@ def check_submission(root: Path, assignment: str, student: str, key: dict, limit
             in_kernel[name] = {g.name: (g.auto_score, float(g.max_score)) for g in record.grades
                                if g.auto_score is not None or g.max_score}
     results: dict[str, NotebookCheck] = {}
-    with CheckHost(helper_files(release), sandbox=sandbox, course_root=root, scratch_root=root / STAGING / SCRATCH,
+    with CheckHost(helper_files(release), sandbox=sandbox, course_root=root, scratch_root=scratch_root(root),
                    limits=limits, threads=threads) as host:  # one warm host for this submission's notebooks
         outcomes = {name: run_checks(nbformat.read(staged / f"{name}.ipynb", as_version=4),
                                      key["notebooks"][name]["checks"], key["seed"], [],

@@ -45,7 +45,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from autograder.check.answer_key import answer_key_path
 from autograder.check.runner import CHECKS_ROOT
-from autograder.course import REPO, STAGING, course_arguments
+from autograder.course import REPO, STAGING, course_arguments, scratch_root
 from autograder.distributed import gradebook, store
 from autograder.distributed.broker import TASK, make_app
 from autograder.distributed.connections import (ConnectionSettingsError, broker_url, environment_url,
@@ -53,7 +53,7 @@ from autograder.distributed.connections import (ConnectionSettingsError, broker_
 from autograder.grade import (GradingWorker, gradebook_notebooks, grade_student_safely, grading_digest,
                               warn_missing_protections)
 from autograder.report.grades import failed_row
-from autograder.run.sandbox import SCRATCH, sweep_run_areas, sweep_sandbox_users
+from autograder.run.sandbox import sweep_run_areas, sweep_sandbox_users
 
 WORKER_AREAS = REPO / STAGING / "workers"
 CONNECTION_VARIABLES = ("GRADEBOOK", "BROKER")
@@ -127,7 +127,7 @@ class ChildGradingWorker(GradingWorker):
 
 # -- one process's scratch course ------------------------------------------------------------
 def remove_scratch_course(course: Path) -> None:
-    sweep_run_areas(course / STAGING / SCRATCH)
+    sweep_run_areas(scratch_root(course))
     shutil.rmtree(course, ignore_errors=True)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import html
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +34,17 @@ MESSAGE_CHARS = 400          # a failing test's message, as shown
 TEXT_CELL_CHARS = 50_000     # a cell's text or output, as shown
 STUDENT_TIMEOUT_S = 300.0
 NOT_IMPLEMENTED = "not implemented yet: this task still raises NotImplementedError"
+SHOWN_OUTPUTS = ("image/png", "image/jpeg", "text/plain")  # of a cell's results; HTML, SVG, scripts dropped
 
 
 class FeedbackLeak(RuntimeError):
     """Feedback that would show a line of a check (a hidden case)."""
+
+
+def as_text(text: str) -> str:
+    """``text`` for a Markdown cell, shown as written: every punctuation character backslash-escaped,
+    so that it makes no emphasis, link, math or markup (the page's renderer escapes HTML)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
 
 
 def _bounded(text: str, limit: int) -> str:
@@ -52,24 +59,30 @@ def _score_line(grade_id: str, grade) -> str:
         return f"**{grade_id}**: awaiting manual grading (out of {grade.max_score:g} points)"
     text = f"**{grade_id}**: {grade.score:g} / {grade.max_score:g} points"
     comment = next((c.comment for c in grade.notebook.comments if c.name == grade_id and c.comment), None)
-    return text + (f"\n\n> {html.escape(_bounded(comment, MESSAGE_CHARS))}" if comment else "")
+    return text + (f"\n\n> {as_text(_bounded(comment, MESSAGE_CHARS))}" if comment else "")
 
 
 def outside_lines(verdict: dict | None, failure: str | None) -> str:
     """What the grader says about a test cell's outside check, from its structured verdict."""
     if verdict is None:
-        return ("> Not checked apart from your notebook" + (f": {html.escape(failure)}" if failure else "")
+        return ("> Not checked apart from your notebook" + (f": {as_text(failure)}" if failure else "")
                 + ", so this cell scored 0.")
     if verdict["outside"]:
         if verdict["in_kernel"] is None or verdict["in_kernel"] < verdict["max"]:
             return "> The test above failed in your notebook, so this cell scored 0 (the check apart from it passed)."
         return ""
     lines = ["> Checked apart from your notebook, on other inputs chosen at grading time, this failed:"]
-    lines += [f"> - {html.escape(case)}" for case in verdict.get("cases", [])[:12]]
+    lines += [f"> - {as_text(case)}" for case in verdict.get("cases", [])[:12]]
     return "\n".join(lines)
 
 
 def _sanitise_output(output: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    if output.get("output_type") in ("display_data", "execute_result"):
+        # only kinds of output that cannot carry markup or script into the page
+        output.data = {kind: value for kind, value in output.get("data", {}).items() if kind in SHOWN_OUTPUTS}
+        if "text/plain" in output.data:
+            output.data["text/plain"] = _bounded(str(output.data["text/plain"]), TEXT_CELL_CHARS)
+        output.metadata = {kind: value for kind, value in output.get("metadata", {}).items() if kind in SHOWN_OUTPUTS}
     if output.get("output_type") == "error":
         if output.get("ename") == "NotImplementedError":
             output.ename, output.evalue = "NotImplementedError", NOT_IMPLEMENTED
@@ -171,7 +184,7 @@ def write_feedback(root: Path, assignment: str, student: str) -> list[Path]:
             grades = {g.name: g for g in record.grades}
             nb = sanitise(nbformat.read(nb_path, as_version=4), nbformat.read(released_path, as_version=4), grades)
             check_no_hidden_cases(nb, hidden)
-            summary = (f"# Feedback: {name}\n\nStudent **{html.escape(student)}**, assignment "
+            summary = (f"# Feedback: {name}\n\nStudent **{as_text(student)}**, assignment "
                        f"**{assignment}**: {record.score:g} / {record.max_score:g} points"
                        + (" (written answers still to be graded)" if record.needs_manual_grade else "")
                        + ". A test cell's points need its test to pass in your notebook and its check, run apart "

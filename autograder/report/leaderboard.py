@@ -54,8 +54,8 @@ from autograder.check import observe, runner  # noqa: E402
 from autograder.check.answer_key import helper_files  # noqa: E402
 from autograder.check.judge import BUILTIN_ERRORS  # noqa: E402
 from autograder.check.runner import CHECKS_ROOT, Outcome, check_step_id, derive_seed, run_checks  # noqa: E402
-from autograder.course import STAGING, course_arguments, nbgrader_meta, printable, sandbox_limits  # noqa: E402
-from autograder.run.sandbox import SCRATCH  # noqa: E402
+from autograder.course import (STAGING, course_arguments, nbgrader_meta, printable, sandbox_limits,  # noqa: E402
+                               scratch_root)
 
 
 class Part(NamedTuple):
@@ -432,7 +432,7 @@ def run_benchmark(nb: nbformat.NotebookNode, released: nbformat.NotebookNode | N
     """One start of the check process running one benchmark, with glibc's usual reuse of freed
     memory (``TIMING_MALLOC``)."""
     return run_checks(nb, benchmarks.source, benchmarks.seed, helper_files(release), released, sandbox=sandbox,
-                      course_root=root, scratch_root=root / STAGING / SCRATCH, limits=sandbox_limits(), only=[kernel],
+                      course_root=root, scratch_root=scratch_root(root), limits=sandbox_limits(), only=[kernel],
                       threads=1, env=TIMING_MALLOC)
 
 

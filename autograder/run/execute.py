@@ -30,8 +30,8 @@ from nbgrader.preprocessors import Execute, SaveAutoGrades
 from traitlets import Bool, Integer, Unicode
 
 from autograder.cells import cell_roles
-from autograder.course import REPO, STAGING, sandbox_limits
-from autograder.run.sandbox import (SCRATCH, Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
+from autograder.course import REPO, sandbox_limits, scratch_root
+from autograder.run.sandbox import (Limits, Protections, RunArea, allowed_environment, claim_sandbox_uid,
                                     detect_protections, hidden_paths, kill_user_processes, launcher_prefix,
                                     make_run_area, remove_run_area)
 
@@ -174,7 +174,7 @@ class SandboxedExecute(Execute):
 
     def _preprocess_as(self, nb, uid: int | None):
         root = Path(self.course_root or os.getcwd())
-        area = make_run_area(root / STAGING / SCRATCH, self._helpers(), uid, self.limits, self._protections)
+        area = make_run_area(scratch_root(root), self._helpers(), uid, self.limits, self._protections)
         events: list[dict] = []
         released = self._released() if self.skip_experiments else None
         roles = cell_roles(nb, released) if released is not None else [None] * len(nb.cells)

@@ -8,10 +8,10 @@ but the protocol's, applies resource limits, drops to an unprivileged user that 
 privileges, and ``exec``s the command. What the operating system does not allow is reported by
 ``detect_protections`` and skipped; the resource limits always apply.
 
-Each run gets a run area under ``<course>/.grading/scratch/``: ``work/`` (the working directory
-and home, a size-limited tmpfs) and ``helpers/`` (the release's helper modules, read-only, the
-only place on ``sys.path`` besides the standard library and the venv). Areas left by a killed
-grader are removed by ``sweep_run_areas`` at the next start.
+Each run gets a run area in the course's scratch folder (``autograder.course.scratch_root``):
+``work/`` (the working directory and home, a size-limited tmpfs) and ``helpers/`` (the release's
+helper modules, read-only, the only place on ``sys.path`` besides the standard library and the
+venv). Areas left by a killed grader are removed by ``sweep_run_areas`` at the next start.
 
 This file runs as a script before anything else is imported: it uses the standard library only.
 """
@@ -40,7 +40,6 @@ PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 HOLDING = Path("/mnt")  # covered by a private tmpfs inside the sandbox, never written outside it
 FIRST_SANDBOX_UID, SANDBOX_UIDS = 61000, 256
 LOCK_DIR = Path("/tmp") / "acceleration-lab-sandbox-users"  # user ids are machine-wide, so is this
-SCRATCH = "scratch"  # under a course's .grading/: one run area per sandboxed process
 STDIO = ("none", "pipes")  # kernel: nothing on 0-2; check process: the protocol on 0 and 1
 
 

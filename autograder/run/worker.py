@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr
     root = args.root.resolve()
     api = make_api(root, args.submitted_directory, args.threads, args.limits)
+    answers.write(json.dumps({"ready": True}) + "\n")  # start-up is not part of any submission's time
     for line in sys.stdin:
         student = line.strip()
         if not student:

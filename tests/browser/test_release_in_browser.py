@@ -14,6 +14,8 @@ downloads a browser. JupyterLab, its kernels and Chromium are stopped at the end
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -116,10 +118,10 @@ def student_folder(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def jupyterlab(student_folder, tmp_path_factory):
-    """``python start_lab.py`` in the student's folder on a loopback port: (base URL, token)."""
-    home = tmp_path_factory.mktemp("jupyter-home")
+@contextlib.contextmanager
+def jupyter_lab(command: list[str], folder: Path, home: Path):
+    """JupyterLab from ``command`` (options are appended) in ``folder`` on a loopback port, with its
+    settings under ``home``: yields (base URL, token); stopped afterwards, also on failure."""
     news = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false", "checkForUpdates": false}')  # no news prompt over the screenshots
@@ -130,14 +132,14 @@ def jupyterlab(student_folder, tmp_path_factory):
                JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), PYDEVD_DISABLE_FILE_VALIDATION="1")
     env.pop("NBGRADER_EXECUTION", None)
-    command = [sys.executable, "start_lab.py", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    command = [*command, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
                "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         command.append("--allow-root")
     log = (home / "jupyterlab.log").open("w")
-    lab = subprocess.Popen(command, cwd=student_folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+    lab = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -153,8 +155,15 @@ def jupyterlab(student_folder, tmp_path_factory):
                 time.sleep(0.5)
         yield base, token
     finally:
-        stop_group(lab, student_folder)
+        stop_group(lab, folder)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(student_folder, tmp_path_factory):
+    """``python start_lab.py`` in the student's folder, as docs/students.md says: (base URL, token)."""
+    with jupyter_lab([sys.executable, "start_lab.py"], student_folder, tmp_path_factory.mktemp("jupyter-home")) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
@@ -545,3 +554,28 @@ def test_page_needs_no_network_and_shows_math_rendered(page_states, name):
     if name.startswith(("site/reference/", "site/student/")):
         assert state["math"] > 0, f"{name}: no rendered formula (MathML) on the page"
 
+
+
+# -- the instructor's formgrader ------------------------------------------------------------------
+def test_formgrader_started_in_the_course_folder_lists_its_submissions(browser, pages, screenshots,
+                                                                      tmp_path_factory):
+    """docs/instructors.md: ``cd demo`` then ``../.venv/bin/jupyter lab`` (here: this venv's
+    ``jupyter lab``) shows the course's submissions in the formgrader, ready for manual grading."""
+    leaderboard = pages["leaderboard"]
+    if isinstance(leaderboard, str):
+        pytest.fail(leaderboard)
+    course = leaderboard.parents[1]
+    students = sorted(p.name for p in (course / "submitted").iterdir() if p.is_dir())
+    jupyter = [str(Path(sys.executable).parent / "jupyter"), "lab"]
+    with jupyter_lab(jupyter, course, tmp_path_factory.mktemp("formgrader-home")) as (base, token):
+        with urllib.request.urlopen(f"{base}/formgrader/api/submissions/{ASSIGNMENT}?token={token}",
+                                    timeout=60) as answer:
+            listed = json.load(answer)
+        browser.get(f"{base}/formgrader/manage_submissions/{ASSIGNMENT}?token={token}")
+        WebDriverWait(browser, 60).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "tbody tr")) >= len(students))
+        shoot(browser, screenshots, "formgrader-submissions")
+    assert sorted(s["student"] for s in listed) == students, listed
+    assert all(s["autograded"] for s in listed), "the formgrader lists submissions not autograded"
+    needing_hands = [s["student"] for s in listed if s["needs_manual_grade"]]
+    assert needing_hands, "written answers should be waiting for manual grading in the formgrader"
