@@ -97,7 +97,7 @@ selftest: $(STAMP)  ## [NOTEBOOK=01 [VARIANT=name]] the authoring check: checks 
 	$(PY) -m autograder.selftest $(NOTEBOOK) $(if $(VARIANT),--variant $(VARIANT))
 
 bench: $(STAMP)  ## slow checks: each solved notebook within 40 s full size and 15 s under grading
-	$(PY) -m pytest tests -m slow
+	$(PY) -m pytest tests -m slow -s -q
 
 bench-grading: $(STAMP)  ## seconds per submission, side by side: plain nbgrader vs this grader with 1 and 2 workers; then through Celery (as root)
 	$(PY) -m autograder.benchmark --students 8

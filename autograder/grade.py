@@ -526,11 +526,16 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
                 idle.get().close()
             sweep_run_areas(scratch_root(root))
     ordered = [rows[student] for student in students]
-    write_grades_csv(ordered, list(notebooks), root / "grades.csv")
-    if ordered:
-        write_summary(ordered, root / "reports", assignment, time.perf_counter() - start)
-        write_integrity_reports(ordered, root / "reports", assignment)
+    write_reports(root, assignment, ordered, list(notebooks), time.perf_counter() - start)
     return ordered
+
+
+def write_reports(root: Path, assignment: str, rows: list[GradeRow], notebooks: list[str], seconds: float) -> None:
+    """``grades.csv``, the summary and the integrity reports of a batch's rows (in class order)."""
+    write_grades_csv(rows, notebooks, root / "grades.csv")
+    if rows:
+        write_summary(rows, root / "reports", assignment, seconds)
+        write_integrity_reports(rows, root / "reports", assignment)
 
 
 def main(argv: list[str] | None = None) -> int:

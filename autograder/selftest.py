@@ -127,12 +127,15 @@ def variant_notebook(name: str, variant: str, assignment: str = ASSIGNMENT) -> n
     return apply_mutant(nb, mutants[variant])
 
 
-def kernel_scores(nb: nbformat.NotebookNode, helpers_dir: Path) -> tuple[dict[str, tuple[float, float]], list[str]]:
+def kernel_scores(nb: nbformat.NotebookNode, helpers_dir: Path,
+                  experiments: bool = False) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """Execute ``nb`` as nbgrader's autograder does (a fresh kernel, grading mode, errors allowed)
     and score its test cells with nbgrader's ``determine_grade``; also every cell's error. Experiment
-    cells (benchmarks, plots) are left out, as grading leaves them out."""
+    cells (benchmarks, plots) are left out, as grading leaves them out, unless ``experiments`` (as
+    nbgrader's Validate and ``selfcheck.py`` run them, at grading sizes)."""
     nb = copy.deepcopy(nb)
-    nb.cells = [cell for cell, role in zip(nb.cells, cell_roles(nb)) if role != "experiment"]
+    if not experiments:
+        nb.cells = [cell for cell, role in zip(nb.cells, cell_roles(nb)) if role != "experiment"]
     with tempfile.TemporaryDirectory(prefix="selftest-") as tmp:
         workdir = Path(tmp) / "work"
         copy_helper_files(helpers_dir, workdir)

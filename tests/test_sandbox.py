@@ -43,14 +43,17 @@ def text(cell):
 
 
 def processes_of(uid: int) -> list[str]:
-    """Live (not zombie) processes of ``uid``."""
+    """Live (not zombie) processes with ``uid`` among their uids (read from ``status``: a process
+    that made itself non-dumpable shows ``/proc/<pid>`` as root's)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and entry.stat().st_uid == uid:
-                if "State:\tZ" not in (entry / "status").read_text():
+            if entry.name.isdigit():
+                status = (entry / "status").read_text()
+                uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+                if str(uid) in uids and "State:\tZ" not in status:
                     found.append(entry.name)
-        except (FileNotFoundError, ProcessLookupError):
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
             continue
     return found
 
@@ -103,12 +106,16 @@ def test_output_is_capped_in_bytes_as_it_arrives(tmp_path):
 def test_memory_and_process_limits_hold_and_nothing_is_left_running(tmp_path):
     nb = run([
         "import numpy as np, os\nprint(os.getuid())\ntry:\n    np.ones(10**10)\nexcept MemoryError:\n    print('memory limit')",
+        # a process that hides its /proc entry from its owner's view (non-dumpable) and outlives the cell
+        "import ctypes, os, time\nif os.fork() == 0:\n    os.setsid()\n    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n"
+        "    time.sleep(600)\n    os._exit(0)\nprint('hidden one started')",
         "import os, time\nchildren = 0\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError:\n"
         "        break\n    if pid == 0:\n        time.sleep(600)\n        os._exit(0)\n    children += 1\n"
         "print('process limit', children)",
     ], tmp_path, limits=Limits(cell_timeout_s=20, processes=40))
     assert "memory limit" in text(nb.cells[0])
-    assert text(nb.cells[1]).startswith("process limit") and int(text(nb.cells[1]).split()[-1]) < 40
+    assert "hidden one started" in text(nb.cells[1])
+    assert text(nb.cells[2]).startswith("process limit") and int(text(nb.cells[2]).split()[-1]) < 40
     assert processes_of(int(text(nb.cells[0]).split()[0])) == []
 
 

@@ -31,10 +31,9 @@ from autograder.distributed.broker import make_app, persistence_problem, send
 from autograder.distributed.connections import (ConnectionSettingsError, broker_url, environment_url,
                                                 gradebook_engine, gradebook_url, shown)
 from autograder.grade import (CourseLock, GradingBusy, assignment_notebooks, grading_digest, refresh_from_gradebook,
-                              submission_fingerprint)
-from autograder.report.grades import STATUSES, GradeRow, failed_row, write_grades_csv
+                              submission_fingerprint, write_reports)
+from autograder.report.grades import STATUSES, GradeRow, failed_row
 from autograder.report.leaderboard import NICKNAME_FILE
-from autograder.report.summary import write_integrity_reports, write_summary
 
 POLL_S = 2.0
 ORPHAN_CHECK_S = 30.0
@@ -215,10 +214,7 @@ def autograde(root: Path, assignment: str, url: URL, broker: str, students: list
             rows = rows_from_database(engine, url, root, assignment, notebooks, list(keys))
             by_student = {**local_rows, **dict(zip(keys, rows))}
             ordered = [by_student[student] for student in students]
-            write_grades_csv(ordered, list(notebooks), root / "grades.csv")
-            if ordered:
-                write_summary(ordered, root / "reports", assignment, time.perf_counter() - start)
-                write_integrity_reports(ordered, root / "reports", assignment)
+            write_reports(root, assignment, ordered, list(notebooks), time.perf_counter() - start)
             return ordered
     finally:
         app.close()

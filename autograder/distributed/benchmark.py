@@ -1,6 +1,6 @@
 """Seconds per submission through Celery on this machine, the broker's overhead, and N machines.
 
-Grades N copies of the reference solution (all four notebooks) three ways on a scratch course:
+Grades N copies of the reference solution (every notebook) three ways on a scratch course:
 the embedded path with one worker, then Celery with one worker process and with two, against a
 PostgreSQL and a Redis of this machine's own (``local_stack.py``). The broker's overhead per
 submission is what the Celery path adds to the same grading: on the instructor's side, staging
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="celery-benchmark-") as tmp:
             root = Path(tmp)
-            make_course(root, n, args.assignment)
+            notebooks = make_course(root, n, args.assignment)
             start = time.perf_counter()
             key = make_answer_key(root, args.assignment, sandbox_limits(), CHECKS_ROOT)
             key_s = time.perf_counter() - start
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
     per = {"embedded": embedded_s / n, "one": one["total_s"] / n, "two": two["total_s"] / n}
-    print(f"{n} submissions x 4 notebooks  embedded 1 worker {per['embedded']:.1f} s/submission  "
+    print(f"{n} submissions x {notebooks} notebooks  embedded 1 worker {per['embedded']:.1f} s/submission  "
           f"Celery 1 process {per['one']:.1f} s  Celery 2 processes {per['two']:.1f} s  "
           f"(2 vs 1: {per['one'] / per['two']:.2f}x faster); the answer key, {key_s:.0f} s, not counted")
     print(f"broker overhead per submission: enqueue {one['enqueue_s'] / n:.2f} s on the instructor's machine, "

@@ -114,9 +114,11 @@ def feedback_from_database(engine: Engine, root: Path, assignment: str, students
 
 
 def leaderboard_from_database(engine: Engine, root: Path, assignment: str, students: list[str] | None = None):
-    """``build_leaderboard`` on every graded student's staged notebooks; ``reports/leaderboard.*``."""
+    """``build_leaderboard`` on every graded student's staged notebooks, gated on their grades in the
+    database (exported to the report's course as its ``gradebook.db``); ``reports/leaderboard.*``."""
     with course_from_database(root, assignment) as course:
         with engine.connect() as conn:
+            gradebook.export_gradebook(conn, course / "gradebook.db")
             graded = {student: task for student, task in store.current_tasks(conn, assignment, students).items()
                       if task.state == store.DONE}
             contents = store.get_blobs(conn, [h for task in graded.values()

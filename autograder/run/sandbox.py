@@ -143,6 +143,27 @@ def sweep_sandbox_users() -> None:
             kill_user_processes(int(lock.stem))
 
 
+def _has_processes(uid: int) -> bool:
+    """Whether any process on the machine has ``uid`` as a real, effective, saved or filesystem
+    uid. ``/proc/<pid>/status`` says so even for a process that made itself non-dumpable (which
+    makes ``/proc/<pid>`` itself root's), so no process of ``uid`` can hide from this scan; a
+    process it misses because it was being forked has a parent of ``uid`` that it sees."""
+    wanted = str(uid)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"Uid:"):
+                        if wanted in line.decode().split()[1:]:
+                            return True
+                        break
+        except OSError:
+            continue  # it ended meanwhile
+    return False
+
+
 def kill_user_processes(uid: int) -> None:
     """Kill every process of ``uid``: nothing a student started outlives its grading.
 
@@ -150,7 +171,7 @@ def kill_user_processes(uid: int) -> None:
     every process of ``uid`` but itself), until a round finds nothing left; a fork bomb forking
     between rounds is bounded by its process limit and the number of rounds.
     """
-    if os.geteuid() != 0 or uid == 0:
+    if os.geteuid() != 0 or uid == 0 or not _has_processes(uid):
         return
     for _ in range(5):
         child = os.fork()
