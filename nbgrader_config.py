@@ -29,8 +29,15 @@ c.LimitOutput.max_traceback = 50
 
 # Autograding: nbgrader's steps, with two replaced (autograder/run/execute.py). The kernel runs
 # in the sandbox and survives dead and hung cells; a test that writes to stderr keeps its points.
-# nbgrader's CheckCellMetadata is left out: staging has already restored every cell's metadata
-# from the release (autograder/collect/repair.py), and its schema check cost about 0.3 s a notebook.
+# nbgrader's CheckCellMetadata is left out of both passes: staging has already restored every
+# cell's metadata from the release (autograder/collect/repair.py), and its schema check cost about
+# 0.2 s a notebook each time.
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+]
 c.Autograde.autograde_preprocessors = [
     "autograder.run.execute.SandboxedExecute",
     "nbgrader.preprocessors.IgnorePattern",
