@@ -49,7 +49,7 @@ COVERED_BY = {
     "make autograde": "tests/test_hostile.py::test_each_submission_ends_with_the_row_it_deserves",
     "make feedback": "tests/test_pipeline.py::test_feedback_for_every_notebook_shows_no_check_and_explains_failures",
     "make leaderboard": "tests/test_leaderboard.py",
-    "make html": "tests/test_pipeline.py::test_site_renders_every_notebook_with_plots",
+    "make html": "tests/browser/test_release_in_browser.py::test_site_index_links_every_page_and_student_pages_hold_no_solution",
     "make bench": "tests/test_budgets.py",
     ".venv/bin/python -m autograder.selftest": "tests/test_selftest.py::test_variant_scores_as_it_must",
     ".venv/bin/python -m autograder.grade":  # grade_all with chosen students and resume=False

@@ -546,6 +546,19 @@ def test_page_plots_load_and_nothing_is_wider_than_the_window(page_states, name)
         + "\n  ".join(state["wider"]))
 
 
+def test_site_index_links_every_page_and_student_pages_hold_no_solution(pages):
+    """``make html`` renders every notebook twice: executed reference, and the student version."""
+    index = pages["site/index.html"]
+    if isinstance(index, str):
+        pytest.fail(index)
+    text = index.read_text()
+    for stem in STEMS:
+        for kind in ("reference", "student"):
+            assert f'href="{kind}/{stem}.html"' in text, f"site/index.html does not link {kind}/{stem}.html"
+        student = (index.parent / "student" / f"{stem}.html").read_text()
+        assert "NotImplementedError" in student and "BEGIN SOLUTION" not in student, stem
+
+
 @pytest.mark.parametrize("name", PAGE_NAMES)
 def test_page_needs_no_network_and_shows_math_rendered(page_states, name):
     state = page_state(page_states, name)
