@@ -530,6 +530,14 @@ def _grade_all(root: Path, assignment: str, students: list[str] | None, workers:
     return ordered
 
 
+def batch_line(root: Path, assignment: str, rows: list[GradeRow]) -> str:
+    """The one line a batch ends with: its rows per status, and the files written."""
+    summary = root / "reports" / f"{assignment}-summary.txt"
+    counts = {status: sum(row.status == status for row in rows) for status in STATUSES}
+    return (f"{len(rows)} submissions: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"; wrote {root / 'grades.csv'} and {summary}")
+
+
 def write_reports(root: Path, assignment: str, rows: list[GradeRow], notebooks: list[str], seconds: float) -> None:
     """``grades.csv``, the summary and the integrity reports of a batch's rows (in class order)."""
     write_grades_csv(rows, notebooks, root / "grades.csv")
@@ -554,10 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no submissions under {root / 'submitted'}/<student>/{args.assignment}/")
         return 0
-    summary = root / "reports" / f"{args.assignment}-summary.txt"
-    counts = {status: sum(row.status == status for row in rows) for status in STATUSES}
-    print(f"{len(rows)} submissions: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; wrote {root / 'grades.csv'} and {summary}")
+    print(batch_line(root, args.assignment, rows))
     return 0
 
 

@@ -30,9 +30,9 @@ from autograder.distributed import gradebook, store
 from autograder.distributed.broker import make_app, persistence_problem, send
 from autograder.distributed.connections import (ConnectionSettingsError, broker_url, environment_url,
                                                 gradebook_engine, gradebook_url, shown)
-from autograder.grade import (CourseLock, GradingBusy, assignment_notebooks, grading_digest, refresh_from_gradebook,
-                              submission_fingerprint, write_reports)
-from autograder.report.grades import STATUSES, GradeRow, failed_row
+from autograder.grade import (CourseLock, GradingBusy, assignment_notebooks, batch_line, grading_digest,
+                              refresh_from_gradebook, submission_fingerprint, write_reports)
+from autograder.report.grades import GradeRow, failed_row
 from autograder.report.leaderboard import NICKNAME_FILE
 
 POLL_S = 2.0
@@ -240,8 +240,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if rows is None:
         return 0
-    summary = root / "reports" / f"{args.assignment}-summary.txt"
-    counts = {status: sum(row.status == status for row in rows) for status in STATUSES}
-    print(f"{len(rows)} submissions: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; wrote {root / 'grades.csv'} and {summary}")
+    print(batch_line(root, args.assignment, rows))
     return 0
